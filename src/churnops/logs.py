@@ -1,0 +1,101 @@
+"""Structured logging: one event name plus key=value fields, as text for people or JSON lines for machines.
+
+Nothing is configured at import. Entry points (the CLI, gunicorn, Airflow tasks) call
+:func:`configure_logging` once; library code only calls :func:`get_logger`.
+
+    log = get_logger(__name__)
+    log.info("candidate.trained", model="xgboost", roc_auc=0.991)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class EventLogger(logging.LoggerAdapter):
+    """`log.info("event", key=value, ...)`: keyword arguments become structured fields."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        std = {k: kwargs.pop(k) for k in ("exc_info", "stack_info", "stacklevel") if k in kwargs}
+        fields = {**kwargs.pop("extra", {}), **kwargs}
+        return msg, {**std, "extra": {"fields": fields}}
+
+
+def get_logger(name: str) -> EventLogger:
+    return EventLogger(logging.getLogger(name), {})
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = dict(getattr(record, "fields", {}) or {})
+    fields.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED and k != "fields"})
+    return fields
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%H:%M:%S", time.localtime(record.created))
+        parts = [f"{ts} {record.levelname:<7} {record.getMessage()}"]
+        parts += [f"{k}={_render(v)}" for k, v in _fields(record).items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """Log to stderr; CHURNOPS_LOG_LEVEL and CHURNOPS_LOG_FORMAT (text|json) override the defaults."""
+    level = (level or os.environ.get("CHURNOPS_LOG_LEVEL") or "INFO").upper()
+    fmt = fmt or os.environ.get("CHURNOPS_LOG_FORMAT") or "text"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "botocore", "alembic", "mlflow", "git", "matplotlib", "numba", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def progress(items: Iterable[T], *, task: str, total: int | None = None, every_s: float = 5.0) -> Iterator[T]:
+    """Yield from `items`, logging `task` progress (done/total, rate) at most every `every_s` seconds."""
+    log = get_logger("churnops.progress")
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    start = last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= every_s or done == total:
+            last = now
+            log.info("progress", task=task, done=done, total=total, elapsed_s=round(now - start, 1))

@@ -1,0 +1,95 @@
+"""Scoring with a trained model pipeline: the lean path used by /predict and batch scoring alike.
+
+A model pipeline is an sklearn ``Pipeline`` whose first step is the :class:`~churnops.features.FeatureEncoder`
+and whose last step is the estimator, with optional numeric steps between (a scaler for logistic
+regression). Scoring skips pandas and sklearn's per-call validation: rows are encoded to a numpy matrix,
+passed through the middle steps, and the estimator is called natively (XGBoost ``inplace_predict``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from churnops.features import FeatureEncoder
+
+
+@dataclass(frozen=True)
+class Contribution:
+    feature: str  # raw column (or ratio) the effect comes from
+    effect: float  # contribution to the log-odds of churn (positive raises risk)
+
+
+@dataclass
+class Scorer:
+    """Wraps a fitted model pipeline for fast probability-of-churn scoring."""
+
+    pipeline: Pipeline
+    threshold: float = 0.5
+    _booster: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        encoder = self.pipeline.steps[0][1]
+        if not isinstance(encoder, FeatureEncoder):
+            raise TypeError("the model pipeline must start with a FeatureEncoder step")
+        self.encoder: FeatureEncoder = encoder
+        self.middle = [step for _, step in self.pipeline.steps[1:-1]]
+        self.estimator = self.pipeline.steps[-1][1]
+        if type(self.estimator).__name__ == "XGBClassifier":
+            self._booster = self.estimator.get_booster()
+            self._booster.set_param({"nthread": 1})  # one thread per worker; scale with processes
+
+    @property
+    def kind(self) -> str:
+        return type(self.estimator).__name__
+
+    def matrix(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        X = self.encoder.encode_records(records)  # noqa: N806
+        for step in self.middle:
+            X = step.transform(X)  # noqa: N806
+        return X
+
+    def _proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        if self._booster is not None:
+            return np.asarray(self._booster.inplace_predict(X), dtype=np.float64)
+        return self.estimator.predict_proba(X)[:, 1]
+
+    def predict_proba_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Churn probability for rows keyed by schema column name (already validated)."""
+        return self._proba(self.matrix(records))
+
+    def predict_proba_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        X = self.encoder.transform(frame)  # noqa: N806
+        for step in self.middle:
+            X = step.transform(X)  # noqa: N806
+        return self._proba(X)
+
+    def explain(self, records: Sequence[Mapping[str, Any]]) -> list[list[Contribution]]:
+        """Per-row contributions to the churn log-odds, summed per raw column, largest effect first.
+
+        XGBoost: the booster's own SHAP contributions. Linear models: coefficient x scaled value.
+        Other estimators: not supported (raises NotImplementedError).
+        """
+        X = self.matrix(records)  # noqa: N806
+        if self._booster is not None:
+            import xgboost as xgb
+
+            contribs = self._booster.predict(xgb.DMatrix(X), pred_contribs=True)[:, :-1]  # drop bias
+        elif hasattr(self.estimator, "coef_"):
+            contribs = X * np.asarray(self.estimator.coef_).reshape(1, -1)
+        else:
+            raise NotImplementedError(f"explanations are not available for {self.kind}")
+        rows = []
+        for row in contribs:
+            per_column: dict[str, float] = {}
+            for i, value in enumerate(row):
+                src = self.encoder.source_column(i)
+                per_column[src] = per_column.get(src, 0.0) + float(value)
+            ranked = sorted(per_column.items(), key=lambda kv: abs(kv[1]), reverse=True)
+            rows.append([Contribution(k, v) for k, v in ranked])
+        return rows

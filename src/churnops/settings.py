@@ -1,0 +1,313 @@
+"""Typed settings: `params.yaml` (what DVC tracks) plus environment variables (URIs and secrets).
+
+Everything is validated once, here, so a bad configuration fails with a message that names the key.
+Nothing happens at import: call :func:`load_settings`.
+
+Environment variables
+---------------------
+CHURNOPS_HOME          project root holding data/, reports/, mlflow/ (default: current directory)
+CHURNOPS_PARAMS        path of the params file (default: $CHURNOPS_HOME/params.yaml)
+MLFLOW_TRACKING_URI    tracking/registry store (default: sqlite:///$CHURNOPS_HOME/mlflow/mlflow.db)
+CHURNOPS_ARTIFACT_ROOT where new experiments keep artifacts (default: $CHURNOPS_HOME/mlflow/artifacts,
+                       or an s3://bucket/prefix)
+CHURNOPS_DVC_REMOTE    default DVC remote (default: $CHURNOPS_HOME/.dvc-storage, or s3://bucket/prefix)
+REDIS_URL              feature store and prediction log (default: redis://127.0.0.1:6379/0)
+CHURNOPS_DATABASE_URL  batch scores table (default: sqlite:///$CHURNOPS_HOME/data/scores/scores.db)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericColumn(_Strict):
+    min: float | None = None
+    max: float | None = None
+    integer: bool = False
+    field: str | None = None  # API field name; default: column name in lower case
+
+    @model_validator(mode="after")
+    def _range(self) -> NumericColumn:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Target(_Strict):
+    column: str
+    positive: str
+    negative: str
+
+
+class SchemaSettings(_Strict):
+    """The data contract: which columns exist, what they may hold, which one is the label."""
+
+    id_column: str
+    target: Target
+    drop_columns: list[str] = Field(default_factory=list)
+    numeric: dict[str, NumericColumn]
+    categorical: dict[str, list[str]]
+    ratios: dict[str, tuple[str, str]] = Field(default_factory=dict)
+    fields: dict[str, str] = Field(default_factory=dict)  # column -> API field name overrides
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchemaSettings:
+        overlap = set(self.numeric) & set(self.categorical)
+        if overlap:
+            raise ValueError(f"columns declared both numeric and categorical: {sorted(overlap)}")
+        for name, (num, den) in self.ratios.items():
+            for col in (num, den):
+                if col not in self.numeric:
+                    raise ValueError(f"ratio {name!r} uses {col!r}, which is not a numeric column")
+        for col, cats in self.categorical.items():
+            if not cats:
+                raise ValueError(f"categorical column {col!r} has no allowed categories")
+            if len(set(cats)) != len(cats):
+                raise ValueError(f"categorical column {col!r} lists a category twice")
+        reserved = {self.id_column, self.target.column, *self.drop_columns}
+        clash = reserved & (set(self.numeric) | set(self.categorical))
+        if clash:
+            raise ValueError(f"id/target/dropped columns cannot be features: {sorted(clash)}")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Raw feature columns, numeric first, in declaration order."""
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [self.id_column, *self.feature_columns, self.target.column]
+
+    def api_field(self, column: str) -> str:
+        """The name an application uses for a column (`Customer_Age` -> `customer_age`)."""
+        spec = self.numeric.get(column)
+        if spec is not None and spec.field:
+            return spec.field
+        return self.fields.get(column, column.lower())
+
+    @property
+    def api_fields(self) -> dict[str, str]:
+        """API field name -> column, for every feature column."""
+        return {self.api_field(c): c for c in self.feature_columns}
+
+
+class DemoData(_Strict):
+    rows: int = Field(10_000, gt=0)
+    seed: int = 42
+
+
+class DataSettings(_Strict):
+    raw: Path
+    validated: Path
+    features_dir: Path
+    reports_dir: Path
+    demo: DemoData = DemoData()
+
+
+class ValidateSettings(_Strict):
+    min_rows: int = Field(200, ge=1)
+    min_class_count: int = Field(30, ge=1)
+    max_missing_fraction: float = Field(0.0, ge=0, le=1)
+    unknown_category: Literal["error", "warn"] = "error"
+    max_examples: int = Field(5, ge=1)
+
+
+class FeatureSettings(_Strict):
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+Candidate = Literal["logistic_regression", "random_forest", "xgboost"]
+
+
+class TrainSettings(_Strict):
+    candidates: list[Candidate]
+    cv_folds: int = Field(5, ge=2)
+    seed: int = 42
+    n_jobs: int = Field(2, ge=1)
+    scoring: Literal["roc_auc", "average_precision", "f1"] = "average_precision"
+    search_iterations: dict[Candidate, int]
+    search_spaces: dict[Candidate, dict[str, dict[str, Any]]]
+
+    @model_validator(mode="after")
+    def _every_candidate_has_a_space(self) -> TrainSettings:
+        if not self.candidates:
+            raise ValueError("at least one candidate is required")
+        for c in self.candidates:
+            if c not in self.search_spaces:
+                raise ValueError(f"candidate {c!r} has no search space under train.search_spaces")
+            if self.search_iterations.get(c, 0) < 1:
+                raise ValueError(f"candidate {c!r} needs train.search_iterations >= 1")
+        return self
+
+
+class EvaluateSettings(_Strict):
+    tune_threshold: bool = True
+
+
+class RegisterSettings(_Strict):
+    model_name: str = "churn-classifier"
+    metric: Literal["roc_auc", "average_precision", "f1"] = "roc_auc"
+    promotion_margin: float = Field(0.001, ge=0)
+
+
+class RiskLevels(_Strict):
+    high: float = Field(0.7, gt=0, lt=1)
+    medium: float = Field(0.4, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskLevels:
+        if self.medium >= self.high:
+            raise ValueError("serving.risk_levels.medium must be below serving.risk_levels.high")
+        return self
+
+    def level(self, probability: float) -> str:
+        if probability > self.high:
+            return "High"
+        if probability > self.medium:
+            return "Medium"
+        return "Low"
+
+
+class ServingSettings(_Strict):
+    risk_levels: RiskLevels = RiskLevels()
+    max_batch: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    reload_interval_s: float = Field(10, gt=0)
+    prediction_log_maxlen: int = Field(1_000_000, ge=1000)
+
+
+class FeatureStoreSettings(_Strict):
+    namespace: str = "churnops"
+    chunk_size: int = Field(5000, ge=1)
+
+
+class Params(_Strict):
+    """The content of params.yaml."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # later sections (monitoring, ...) may add keys
+
+    schema_: SchemaSettings = Field(alias="schema")
+    data: DataSettings
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    features: FeatureSettings = FeatureSettings()
+    train: TrainSettings
+    evaluate: EvaluateSettings = EvaluateSettings()
+    register_: RegisterSettings = Field(RegisterSettings(), alias="register")
+    serving: ServingSettings = ServingSettings()
+    feature_store: FeatureStoreSettings = FeatureStoreSettings()
+
+
+class Settings(BaseModel):
+    """Params plus the environment, with every path resolved against the project home."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    home: Path
+    params_path: Path
+    params: Params
+    raw_params: dict[str, Any]
+    mlflow_tracking_uri: str
+    artifact_root: str
+    dvc_remote: str
+    redis_url: str
+    database_url: str
+
+    @property
+    def schema(self) -> SchemaSettings:  # type: ignore[override]
+        return self.params.schema_
+
+    def path(self, relative: Path | str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def raw_path(self) -> Path:
+        return self.path(self.params.data.raw)
+
+    @property
+    def validated_path(self) -> Path:
+        return self.path(self.params.data.validated)
+
+    @property
+    def features_dir(self) -> Path:
+        return self.path(self.params.data.features_dir)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.path(self.params.data.reports_dir)
+
+    @cached_property
+    def params_hash(self) -> str:
+        """A stable hash of every parameter (tagged on each MLflow run)."""
+        blob = json.dumps(self.raw_params, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A params section that has no typed model yet (used by later stages)."""
+        return dict(self.raw_params.get(name) or {})
+
+
+def _format_validation_error(exc: ValidationError, source: Path) -> str:
+    lines = [f"invalid settings in {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p).rstrip("_") for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_params(path: Path) -> tuple[Params, dict[str, Any]]:
+    if not path.is_file():
+        raise SettingsError(f"params file not found: {path} (set CHURNOPS_PARAMS or CHURNOPS_HOME)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"params file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"params file {path} must hold a mapping at the top level")
+    try:
+        return Params.model_validate(raw), raw
+    except ValidationError as exc:
+        raise SettingsError(_format_validation_error(exc, path)) from exc
+
+
+def load_settings(
+    home: Path | str | None = None,
+    params_path: Path | str | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Read params.yaml and the environment. Explicit arguments win over environment variables."""
+    env = dict(os.environ if env is None else env)
+    home_path = Path(home or env.get("CHURNOPS_HOME") or Path.cwd()).resolve()
+    p_path = Path(params_path or env.get("CHURNOPS_PARAMS") or home_path / "params.yaml").resolve()
+    params, raw = load_params(p_path)
+    mlflow_dir = home_path / "mlflow"
+    return Settings(
+        home=home_path,
+        params_path=p_path,
+        params=params,
+        raw_params=raw,
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        artifact_root=env.get("CHURNOPS_ARTIFACT_ROOT") or str(mlflow_dir / "artifacts"),
+        dvc_remote=env.get("CHURNOPS_DVC_REMOTE") or str(home_path / ".dvc-storage"),
+        redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        database_url=env.get("CHURNOPS_DATABASE_URL")
+        or f"sqlite:///{home_path / 'data' / 'scores' / 'scores.db'}",
+    )

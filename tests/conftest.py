@@ -1,0 +1,103 @@
+"""Fixtures shared by every test tier. Area-specific fixtures live in tests/<area>/conftest.py."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "BankChurners.csv"
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+# Budgets small enough for a 2-core CI machine; the real ones live in params.yaml.
+FAST_TRAIN = {
+    "cv_folds": 3,
+    "n_jobs": 1,
+    "search_iterations": {"logistic_regression": 2, "random_forest": 2, "xgboost": 2},
+    "search_spaces": {
+        "logistic_regression": {"C": {"log_uniform": [0.1, 10.0]}},
+        "random_forest": {"n_estimators": {"choice": [50]}, "max_depth": {"choice": [8]}},
+        "xgboost": {"n_estimators": {"choice": [80]}, "max_depth": {"int_uniform": [3, 5]},
+                    "learning_rate": {"choice": [0.1]}},
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@pytest.fixture
+def make_home(tmp_path: Path) -> Callable[..., Path]:
+    """A fresh project home with params.yaml (fast training budgets merged with `overrides`)."""
+
+    def _make(overrides: dict[str, Any] | None = None, name: str = "home") -> Path:
+        home = tmp_path / name
+        home.mkdir(parents=True, exist_ok=True)
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params = deep_merge(params, {"train": FAST_TRAIN})
+        params = deep_merge(params, overrides or {})
+        (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return home
+
+    return _make
+
+
+@pytest.fixture
+def settings_factory(make_home: Callable[..., Path], monkeypatch: pytest.MonkeyPatch):
+    """Settings for a fresh home, isolated from the caller's environment."""
+    from churnops.settings import load_settings
+
+    for var in ("CHURNOPS_HOME", "CHURNOPS_PARAMS", "MLFLOW_TRACKING_URI", "CHURNOPS_ARTIFACT_ROOT",
+                "CHURNOPS_DVC_REMOTE", "CHURNOPS_DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+    def _make(overrides: dict[str, Any] | None = None, name: str = "home"):
+        return load_settings(home=make_home(overrides, name))
+
+    return _make
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not REAL_DATA.is_file():
+        pytest.skip(f"reference data not present at {REAL_DATA}")
+    return REAL_DATA
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis database reserved for tests (db 15), emptied before and after each test."""
+    import redis
+
+    url = os.environ.get("CHURNOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    if not _redis_answers(url):
+        pytest.fail(f"no Redis answers at {url}: start one (.ci/run does) or set CHURNOPS_TEST_REDIS_URL")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
