@@ -1,0 +1,116 @@
+"""Raw-data versioning with the real DVC command line.
+
+The data version of a raw table is the md5 DVC records in its ``.dvc`` file; every model is tagged with it.
+The default remote comes from settings (CHURNOPS_DVC_REMOTE): a local folder by default, ``s3://bucket/prefix``
+when configured (endpoint from AWS_ENDPOINT_URL for S3-compatible stores). Remote settings go to
+``.dvc/config.local`` so machine-specific URLs and endpoints are never committed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from churnops.logs import get_logger
+
+log = get_logger(__name__)
+REMOTE_NAME = "churnops"
+
+
+class VersioningError(RuntimeError):
+    """A DVC command failed; the message carries DVC's own explanation."""
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment for DVC: analytics off and this interpreter's bin first on PATH (stage commands)."""
+    env = dict(os.environ)
+    env["DVC_NO_ANALYTICS"] = "1"
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _dvc_executable() -> str:
+    candidate = Path(sys.executable).parent / "dvc"
+    return str(candidate) if candidate.exists() else (shutil.which("dvc") or "dvc")
+
+
+def run_dvc(home: Path, *args: str, quiet: bool = False) -> str:
+    """Run `dvc ARGS` in `home`; raise VersioningError with DVC's message on failure."""
+    cmd = [_dvc_executable(), *args]
+    log.debug("dvc", args=" ".join(args), cwd=str(home))
+    proc = subprocess.run(cmd, cwd=home, env=dvc_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip())[-4000:]
+        raise VersioningError(f"`dvc {' '.join(args)}` failed in {home} (exit {proc.returncode}):\n{detail}")
+    if not quiet and proc.stdout.strip():
+        log.debug("dvc.output", output=proc.stdout.strip()[-2000:])
+    return proc.stdout
+
+
+def _inside_git(home: Path) -> bool:
+    proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=home, capture_output=True, text=True)
+    return proc.returncode == 0 and Path(proc.stdout.strip()).resolve() == home.resolve()
+
+
+def ensure_repo(home: Path) -> None:
+    """`dvc init` once (with --no-scm when the home is not the root of a git repository)."""
+    if (home / ".dvc").is_dir():
+        return
+    args = ["init", "-q"] if _inside_git(home) else ["init", "-q", "--no-scm"]
+    run_dvc(home, *args)
+    run_dvc(home, "config", "core.analytics", "false")
+    log.info("dvc.init", home=str(home), scm=args[-1] != "--no-scm")
+
+
+def ensure_remote(home: Path, url: str) -> None:
+    """Make `url` the default remote (local config). A local path is created if missing."""
+    if "://" not in url:
+        Path(url).mkdir(parents=True, exist_ok=True)
+    run_dvc(home, "remote", "add", "--local", "-d", "-f", REMOTE_NAME, url)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if url.startswith("s3://") and endpoint:
+        run_dvc(home, "remote", "modify", "--local", REMOTE_NAME, "endpointurl", endpoint)
+
+
+def data_version(dvc_file: Path) -> str | None:
+    """The md5 DVC recorded for a tracked file, or None when it is not tracked yet."""
+    if not dvc_file.is_file():
+        return None
+    doc = yaml.safe_load(dvc_file.read_text()) or {}
+    outs = doc.get("outs") or []
+    return str(outs[0]["md5"]) if outs and "md5" in outs[0] else None
+
+
+def dvc_file_for(path: Path) -> Path:
+    return path.with_name(path.name + ".dvc")
+
+
+def add_and_push(home: Path, path: Path, remote_url: str) -> str:
+    """`dvc add` the file, push it to the default remote, and return its data version (md5)."""
+    ensure_repo(home)
+    ensure_remote(home, remote_url)
+    rel = os.path.relpath(path, home)
+    run_dvc(home, "add", "-q", rel)
+    run_dvc(home, "push", "-q", rel + ".dvc")
+    version = data_version(dvc_file_for(path))
+    if version is None:
+        raise VersioningError(f"dvc add did not record an md5 for {path}")
+    log.info("data.versioned", path=rel, data_version=version, remote=remote_url)
+    return version
+
+
+def git_commit(path: Path | None = None) -> str:
+    """The commit of the code that runs (the checkout holding this package), or 'unknown'."""
+    where = path or Path(__file__).resolve().parent
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                           capture_output=True, text=True).stdout.strip()
+    return proc.stdout.strip() + ("-dirty" if dirty else "")
