@@ -1,0 +1,491 @@
+"""The model registry: the contract between training and serving.
+
+Registered model ``register.model_name`` (default ``churn-classifier``) with aliases (never stages):
+
+- ``@challenger``: the best candidate of the latest training run;
+- ``@champion``:   what serving loads; moved only by the promotion gate or by :func:`rollback`;
+- ``@previous``:   the champion that the current champion replaced (what a rollback returns to).
+
+Each version carries tags ``candidate``, ``data_version``, ``git_commit``, ``params_hash``, ``threshold``
+and ``metric.<name>`` for each hold-out metric (set by :func:`register`), ``previous_champion`` (the
+version it replaced when it became champion) and ``promotion.*`` / ``rollback.*`` decision records.
+
+The promotion gate (:func:`promote`) re-scores the current champion's model on the *current* hold-out
+and compares ``register.metric`` with the challenger's score on the same rows: the challenger is promoted
+only if it wins by at least ``register.promotion_margin``; with no champion yet it is promoted; if the
+champion cannot score the current data (the schema changed) it is promoted with that reason. The decision
+is returned, logged and recorded as tags on the challenger version and the training's parent run.
+
+Loading resolves ``@champion`` to a version once and then loads ``models:/<name>/<version>``, so an alias
+that moves meanwhile cannot mix versions.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from churnops.logs import get_logger
+from churnops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from churnops.models.training import TrainingResult
+    from churnops.scoring import Scorer
+
+log = get_logger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+TAG_THRESHOLD = "threshold"
+TAG_PREVIOUS_CHAMPION = "previous_champion"
+TAG_CHAMPION_SINCE = "champion_since"
+METRIC_TAG_PREFIX = "metric."
+
+
+class RegistryError(RuntimeError):
+    """The registry is not in the state an operation needs; the message says what to do."""
+
+
+class NoChampionError(RegistryError):
+    """No version holds the ``@champion`` alias yet."""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    reason: str
+    metric: str  # hold-out metric compared (roc_auc, pr_auc, f1, ...)
+    margin: float
+    challenger_version: str
+    challenger_score: float
+    champion_version: str | None  # the champion when the gate ran (None: there was none)
+    champion_score: float | None  # None: no champion, or it could not score the current hold-out
+    rows: int  # hold-out rows both were scored on
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    from_version: str
+    to_version: str
+    reason: str
+    previous: str | None  # what @previous points at afterwards
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ChampionModel:
+    """A registered version loaded for scoring (native sklearn flavour)."""
+
+    version: str
+    run_id: str
+    scorer: Scorer
+    info: dict[str, Any]
+
+    @property
+    def threshold(self) -> float:
+        return self.scorer.threshold
+
+
+# -- plumbing ------------------------------------------------------------------------------------
+def _name(settings: Settings) -> str:
+    return settings.params.register_.model_name
+
+
+def _client(settings: Settings) -> MlflowClient:
+    """A client for the configured store; also points mlflow's loaders (models:/ URIs) at it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _is_missing(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    """alias -> version of the registered model ({} if the model is not registered yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return {}
+        raise
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def _version(client: MlflowClient, name: str, version: str | int) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if _is_missing(exc):
+            raise RegistryError(f"model {name!r} has no version {version} "
+                                f"(`churnops models list` shows the versions)") from exc
+        raise
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _ms_to_iso(ms: int | None) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
+
+
+def _version_info(mv: Any, aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    tags = dict(mv.tags or {})
+    metrics = {k.removeprefix(METRIC_TAG_PREFIX): float(v) for k, v in tags.items()
+               if k.startswith(METRIC_TAG_PREFIX)}
+    if aliases is None:
+        version_aliases = list(mv.aliases or [])
+    else:
+        version_aliases = sorted(a for a, v in aliases.items() if v == str(mv.version))
+    threshold = tags.get(TAG_THRESHOLD)
+    return {
+        "name": mv.name,
+        "version": str(mv.version),
+        "aliases": version_aliases,
+        "run_id": mv.run_id,
+        "candidate": tags.get("candidate"),
+        "metrics": metrics,
+        "threshold": float(threshold) if threshold is not None else None,
+        "data_version": tags.get("data_version"),
+        "git_commit": tags.get("git_commit"),
+        "params_hash": tags.get("params_hash"),
+        "registered_at": _ms_to_iso(mv.creation_timestamp),
+        "champion_since": tags.get(TAG_CHAMPION_SINCE),
+        "previous_champion": tags.get(TAG_PREVIOUS_CHAMPION) or None,
+        "promotion": {k.removeprefix("promotion."): v for k, v in tags.items() if k.startswith("promotion.")},
+        "model_uri": f"models:/{mv.name}/{mv.version}",
+        "source": mv.source,
+        "status": mv.status,
+    }
+
+
+# -- registration --------------------------------------------------------------------------------
+def register(settings: Settings, run_id: str, *, extra_tags: dict[str, str] | None = None) -> str:
+    """Register the model logged by candidate run `run_id` as a new version; returns the version.
+
+    The version's tags are read from the run (the single source of truth): candidate, data_version,
+    git_commit, params_hash, threshold (param) and metric.<name> for each ``test_<name>`` metric.
+    No alias moves here.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from churnops.tracking import TAG_MODEL_ID, TAG_MODEL_URI
+
+    client = _client(settings)
+    name = _name(settings)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise RegistryError(f"no MLflow run {run_id!r} in {settings.mlflow_tracking_uri}") from exc
+    model_uri = run.data.tags.get(TAG_MODEL_URI)
+    if not model_uri:
+        raise RegistryError(f"run {run_id} logged no churnops model (tag {TAG_MODEL_URI} missing): "
+                            f"register a candidate run, not the parent run")
+    if "threshold" not in run.data.params:
+        raise RegistryError(f"run {run_id} has no 'threshold' param: it was not logged by churnops training")
+    tags = {
+        "candidate": run.data.tags.get("candidate", ""),
+        "data_version": run.data.tags.get("data_version", ""),
+        "git_commit": run.data.tags.get("git_commit", ""),
+        "params_hash": run.data.tags.get("params_hash", ""),
+        TAG_THRESHOLD: run.data.params["threshold"],
+        **{f"{METRIC_TAG_PREFIX}{k[5:]}": repr(float(v)) for k, v in run.data.metrics.items()
+           if k.startswith("test_")},
+        **(extra_tags or {}),
+    }
+    try:
+        client.create_registered_model(
+            name, description="Churn classifier: probability that a customer leaves (churnops).")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
+                                     model_id=run.data.tags.get(TAG_MODEL_ID))
+    log.info("registry.registered", model=name, version=mv.version, run_id=run_id,
+             candidate=tags["candidate"])
+    return str(mv.version)
+
+
+def set_challenger(settings: Settings, version: str) -> None:
+    """Point ``@challenger`` at `version`."""
+    client = _client(settings)
+    _version(client, _name(settings), version)
+    client.set_registered_model_alias(_name(settings), CHALLENGER, str(version))
+
+
+# -- loading -------------------------------------------------------------------------------------
+def champion_version(settings: Settings) -> str | None:
+    """The version behind ``@champion``, or None. One registry query (serving's reload poll)."""
+    return _aliases(_client(settings), _name(settings)).get(CHAMPION)
+
+
+def version_info(settings: Settings, version: str) -> dict[str, Any]:
+    """What the registry knows about `version`: run, candidate, metrics, threshold, data version, aliases."""
+    client = _client(settings)
+    return _version_info(_version(client, _name(settings), version))
+
+
+def champion_info(settings: Settings) -> dict[str, Any] | None:
+    """:func:`version_info` of the champion, or None when there is none."""
+    client = _client(settings)
+    version = _aliases(client, _name(settings)).get(CHAMPION)
+    if version is None:
+        return None
+    return _version_info(_version(client, _name(settings), version))
+
+
+def list_versions(settings: Settings) -> list[dict[str, Any]]:
+    """Every registered version, newest first, with its aliases (:func:`version_info` dicts)."""
+    client = _client(settings)
+    name = _name(settings)
+    aliases = _aliases(client, name)
+    if not aliases and not _model_exists(client, name):
+        return []
+    versions = client.search_model_versions(f"name = '{name}'")
+    infos = [_version_info(mv, aliases) for mv in versions]
+    return sorted(infos, key=lambda d: int(d["version"]), reverse=True)
+
+
+def _model_exists(client: MlflowClient, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return False
+        raise
+    return True
+
+
+def load_version(settings: Settings, version: str) -> ChampionModel:
+    """Load a registered version (native sklearn flavour) wrapped in a :class:`~churnops.scoring.Scorer`."""
+    import mlflow
+
+    from churnops.scoring import Scorer
+
+    client = _client(settings)
+    name = _name(settings)
+    mv = _version(client, name, version)
+    info = _version_info(mv)
+    if info["threshold"] is None:
+        raise RegistryError(f"model {name!r} version {version} has no 'threshold' tag: "
+                            f"it was not registered by churnops")
+    pipeline = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
+    return ChampionModel(version=str(mv.version), run_id=mv.run_id,
+                         scorer=Scorer(pipeline, threshold=info["threshold"]), info=info)
+
+
+def load_champion(settings: Settings) -> ChampionModel:
+    """Resolve ``@champion`` once and load that version; NoChampionError when there is none."""
+    version = champion_version(settings)
+    if version is None:
+        raise NoChampionError(
+            f"model {_name(settings)!r} has no @{CHAMPION} in {settings.mlflow_tracking_uri}: "
+            f"train and register one first (`churnops train`)"
+        )
+    return load_version(settings, version)
+
+
+def load_reference(settings: Settings, version: str) -> pd.DataFrame:
+    """The training reference sample (raw feature columns) logged with `version`'s run, for drift checks."""
+    import mlflow
+
+    from churnops.tracking import REFERENCE_ARTIFACT
+
+    client = _client(settings)
+    mv = _version(client, _name(settings), version)
+    with tempfile.TemporaryDirectory(prefix="churnops-ref-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp,
+                tracking_uri=settings.mlflow_tracking_uri)
+        except Exception as exc:
+            raise RegistryError(f"version {version} (run {mv.run_id}) has no {REFERENCE_ARTIFACT} artifact "
+                                f"or it cannot be read: {exc}") from exc
+        return pd.read_parquet(path)
+
+
+# -- the promotion gate --------------------------------------------------------------------------
+def _score(model: ChampionModel, X: pd.DataFrame, y: np.ndarray, metric: str) -> float:  # noqa: N803
+    from churnops.models.evaluation import classification_metrics
+
+    proba = model.scorer.predict_proba_frame(X)
+    return classification_metrics(y, proba, model.threshold)[metric]
+
+
+def evaluate_gate(settings: Settings, challenger_version: str, test_df: pd.DataFrame) -> PromotionDecision:
+    """Decide (without moving any alias) whether `challenger_version` should replace the champion.
+
+    Both models are scored on `test_df` (the current hold-out, gold layer), each at its own threshold.
+    """
+    from churnops.models.evaluation import metric_key
+    from churnops.models.training import split_features
+
+    cfg = settings.params.register_
+    metric = metric_key(cfg.metric)
+    X, y = split_features(test_df, settings.schema, source="hold-out for the promotion gate")  # noqa: N806
+    challenger = load_version(settings, challenger_version)
+    challenger_score = _score(challenger, X, y, metric)
+    champion = champion_version(settings)
+    common = {"metric": metric, "margin": cfg.promotion_margin, "challenger_version": challenger.version,
+              "challenger_score": challenger_score, "champion_version": champion, "rows": len(X)}
+    if champion is None:
+        return PromotionDecision(promoted=True, champion_score=None,
+                                 reason="no champion yet: the first model becomes champion", **common)
+    if champion == challenger.version:
+        return PromotionDecision(promoted=False, champion_score=challenger_score,
+                                 reason=f"version {champion} already is the champion", **common)
+    current = load_version(settings, champion)
+    try:
+        champion_score = _score(current, X, y, metric)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        return PromotionDecision(
+            promoted=True, champion_score=None,
+            reason=(f"champion v{champion} cannot score the current hold-out "
+                    f"(schema changed?): {type(exc).__name__}: {exc}"),
+            **common,
+        )
+    gain = challenger_score - champion_score
+    if gain > 0 and gain >= cfg.promotion_margin:
+        reason = (f"challenger v{challenger.version} beats champion v{champion} on hold-out {metric}: "
+                  f"{challenger_score:.5f} vs {champion_score:.5f} "
+                  f"(+{gain:.5f} >= margin {cfg.promotion_margin})")
+        promoted = True
+    else:
+        reason = (f"challenger v{challenger.version} does not beat champion v{champion} on hold-out {metric} "
+                  f"by the margin {cfg.promotion_margin}: {challenger_score:.5f} vs {champion_score:.5f} "
+                  f"({gain:+.5f})")
+        promoted = False
+    return PromotionDecision(promoted=promoted, champion_score=champion_score, reason=reason, **common)
+
+
+def _record_decision(client: MlflowClient, name: str, decision: PromotionDecision,
+                     parent_run_id: str | None) -> None:
+    tags = {
+        "promotion.promoted": str(decision.promoted).lower(),
+        "promotion.reason": decision.reason[:4900],
+        "promotion.metric": decision.metric,
+        "promotion.challenger_score": repr(decision.challenger_score),
+        "promotion.champion_version": decision.champion_version or "",
+        "promotion.champion_score": "" if decision.champion_score is None else repr(decision.champion_score),
+        "promotion.decided_at": _now(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, decision.challenger_version, key, value)
+    if parent_run_id:
+        for key, value in {**tags, "promotion.challenger_version": decision.challenger_version}.items():
+            client.set_tag(parent_run_id, key, value)
+
+
+def promote(
+    settings: Settings, challenger_version: str, test_df: pd.DataFrame, *, parent_run_id: str | None = None
+) -> PromotionDecision:
+    """Run the gate; if it passes, move ``@champion`` to the challenger (``@previous`` to the old one).
+
+    The decision is recorded as ``promotion.*`` tags on the challenger version and on `parent_run_id`
+    (default: the parent of the version's run).
+    """
+    client = _client(settings)
+    name = _name(settings)
+    decision = evaluate_gate(settings, challenger_version, test_df)
+    if parent_run_id is None:
+        run = client.get_run(_version(client, name, challenger_version).run_id)
+        parent_run_id = run.data.tags.get("mlflow.parentRunId")
+    if decision.promoted:
+        now_champion = _aliases(client, name).get(CHAMPION)
+        if now_champion != decision.champion_version:
+            raise RegistryError(
+                f"@{CHAMPION} moved from {decision.champion_version} to {now_champion} while the gate ran; "
+                f"nothing was changed: run the promotion again"
+            )
+        old = decision.champion_version
+        client.set_model_version_tag(name, decision.challenger_version, TAG_PREVIOUS_CHAMPION, old or "")
+        client.set_model_version_tag(name, decision.challenger_version, TAG_CHAMPION_SINCE, _now())
+        client.set_registered_model_alias(name, CHAMPION, decision.challenger_version)
+        if old:
+            client.set_registered_model_alias(name, PREVIOUS, old)
+        else:
+            client.delete_registered_model_alias(name, PREVIOUS)
+    _record_decision(client, name, decision, parent_run_id)
+    log.info("registry.promotion", model=name, **decision.to_dict())
+    return decision
+
+
+def register_best(settings: Settings, result: TrainingResult, test_df: pd.DataFrame) -> PromotionDecision:
+    """Register the training run's best candidate, make it ``@challenger``, and run :func:`promote`."""
+    version = register(settings, result.best.run_id)
+    set_challenger(settings, version)
+    _client(settings).set_tag(result.parent_run_id, "registered_version", version)
+    return promote(settings, version, test_df, parent_run_id=result.parent_run_id)
+
+
+# -- rollback ------------------------------------------------------------------------------------
+def rollback(settings: Settings, to_version: str | None = None, reason: str | None = None) -> RollbackResult:
+    """Move ``@champion`` back: to the version the champion replaced (default) or to `to_version`.
+
+    The step is recorded as ``rollback.*`` tags on both versions and as the registered model's
+    ``last_rollback`` tag. ``@previous`` then points at the new champion's own predecessor (if any), so
+    repeated rollbacks walk back through the champion history.
+    """
+    client = _client(settings)
+    name = _name(settings)
+    current = _aliases(client, name).get(CHAMPION)
+    if current is None:
+        raise NoChampionError(f"model {name!r} has no @{CHAMPION} to roll back")
+    if to_version is None:
+        target = (_version(client, name, current).tags or {}).get(TAG_PREVIOUS_CHAMPION) or None
+        if target is None:
+            raise RegistryError(f"champion v{current} replaced no earlier champion: name the version to roll "
+                                f"back to (`churnops models rollback --to VERSION`)")
+    else:
+        target = str(to_version)
+    target_mv = _version(client, name, target)
+    if target == current:
+        raise RegistryError(f"version {target} already is the champion")
+    if (target_mv.tags or {}).get(TAG_THRESHOLD) is None:
+        raise RegistryError(f"version {target} was not registered by churnops (no threshold tag)")
+    reason = reason or "manual rollback"
+    when = _now()
+    new_previous = (target_mv.tags or {}).get(TAG_PREVIOUS_CHAMPION) or None
+    client.set_registered_model_alias(name, CHAMPION, target)
+    if new_previous and new_previous != target:
+        client.set_registered_model_alias(name, PREVIOUS, new_previous)
+    else:
+        client.delete_registered_model_alias(name, PREVIOUS)
+        new_previous = None
+    for key, value in {"rollback.replaced_by": target, "rollback.reason": reason[:4900],
+                       "rollback.at": when}.items():
+        client.set_model_version_tag(name, current, key, value)
+    for key, value in {"rollback.restored_from": current, "rollback.reason": reason[:4900],
+                       "rollback.at": when, TAG_CHAMPION_SINCE: when}.items():
+        client.set_model_version_tag(name, target, key, value)
+    client.set_registered_model_tag(name, "last_rollback", json.dumps(
+        {"from": current, "to": target, "reason": reason, "at": when}))
+    result = RollbackResult(from_version=current, to_version=target, reason=reason, previous=new_previous)
+    log.info("registry.rollback", model=name, **result.to_dict())
+    return result

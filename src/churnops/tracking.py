@@ -1,0 +1,260 @@
+"""MLflow tracking: the store, the experiment, and what each candidate run records.
+
+- :func:`configure_tracking` points MLflow at ``settings.mlflow_tracking_uri`` (tracking and registry) and
+  returns the id of the experiment ``churnops``, created with ``artifact_location = settings.artifact_root``
+  (a local folder or ``s3://bucket/prefix``).
+- :func:`log_candidate_run` records one fitted candidate inside the active (child) run: params, CV / OOF /
+  hold-out metrics, evaluation artifacts and plots, the search table, the reference data for drift
+  monitoring and the model itself (native sklearn flavour, skops format, explicit signature and pinned
+  requirements, so logging takes a fraction of a second).
+
+Run layout written by :func:`churnops.models.training.train_candidates`::
+
+    parent run "train-<time>"    tags git_commit, data_version, params_hash, churnops.role=pipeline,
+    │                             best_candidate, best_run_id (+ promotion.* once the gate decided)
+    ├── child run "<candidate>"  params: hyper-parameters, threshold, cv_folds, search_iterations, ...
+    │                             metrics: cv_<m>_mean/std, oof_<m>, test_<m>, *_seconds
+    │                             artifacts: model/, evaluation/, plots/, search/, reference/
+    └── ...
+
+Import is cheap: mlflow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from churnops.logs import get_logger
+from churnops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+    from sklearn.pipeline import Pipeline
+
+    from churnops.models.evaluation import Evaluation
+    from churnops.models.search import SearchResult
+
+log = get_logger(__name__)
+
+EXPERIMENT_NAME = "churnops"
+MODEL_NAME_IN_RUN = "model"
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+REFERENCE_MAX_ROWS = 20_000
+
+# Tags on runs (and, for the first four, on registered model versions).
+TAG_GIT_COMMIT = "git_commit"
+TAG_DATA_VERSION = "data_version"
+TAG_PARAMS_HASH = "params_hash"
+TAG_CANDIDATE = "candidate"
+TAG_ROLE = "churnops.role"  # "pipeline" (parent) or "candidate" (child)
+TAG_MODEL_URI = "churnops.model_uri"  # models:/m-<id> of the candidate's logged model
+TAG_MODEL_ID = "churnops.model_id"
+
+# Types skops may load from a churnops model (checked at logging time, recorded in the MLmodel file).
+TRUSTED_TYPES: tuple[str, ...] = (
+    "churnops.features.FeatureEncoder",
+    "sklearn.tree._tree.Tree",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+)
+
+# Distributions a logged model needs at load time (pinned to what is installed).
+_REQUIREMENTS = ("churnops", "mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy",
+                 "xgboost-cpu", "xgboost")
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be used as configured; the message says which store and what to do."""
+
+
+def configure_tracking(settings: Settings) -> str:
+    """Point MLflow at the configured store and return the ``churnops`` experiment id (created if new)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        if not settings.artifact_root.startswith(("s3://", "gs://", "wasbs://", "http://", "https://")):
+            Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
+        experiment_id = client.create_experiment(EXPERIMENT_NAME, artifact_location=settings.artifact_root)
+        log.info("tracking.experiment_created", experiment=EXPERIMENT_NAME, id=experiment_id,
+                 artifact_location=settings.artifact_root, tracking_uri=uri)
+        return experiment_id
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"MLflow experiment {EXPERIMENT_NAME!r} is deleted in {uri}: restore it "
+            f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) or purge it "
+            f"(`mlflow gc`) before training"
+        )
+    if experiment.artifact_location.rstrip("/") != settings.artifact_root.rstrip("/"):
+        log.warning("tracking.artifact_location_differs", experiment=EXPERIMENT_NAME,
+                    existing=experiment.artifact_location, configured=settings.artifact_root,
+                    hint="an experiment keeps the artifact location it was created with")
+    return experiment.experiment_id
+
+
+def pip_requirements() -> list[str]:
+    """The pinned distributions a churnops model needs to load (only those installed here)."""
+    reqs = []
+    for dist in _REQUIREMENTS:
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+def signature_frame(X: pd.DataFrame, settings: Settings) -> pd.DataFrame:  # noqa: N803
+    """The raw feature columns in the schema's order, numerics as float64 (ints upcast safely at scoring)."""
+    schema = settings.schema
+    frame = X[schema.feature_columns].copy()
+    for col in schema.numeric:
+        frame[col] = frame[col].astype("float64")
+    for col in schema.categorical:
+        frame[col] = frame[col].astype(str)
+    return frame
+
+
+def log_model(pipeline: Pipeline, X_sample: pd.DataFrame, settings: Settings) -> ModelInfo:  # noqa: N803
+    """Log the fitted pipeline as ``model`` in the active run (sklearn flavour, skops format).
+
+    pyfunc's predict is the pipeline's ``predict_proba`` (column 1 = churn probability).
+    """
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+    unexpected = sorted(untrusted - set(TRUSTED_TYPES))
+    if unexpected:
+        raise TrackingError(
+            f"the model pipeline holds types {unexpected} that churnops does not trust for loading; "
+            f"add them to churnops.tracking.TRUSTED_TYPES if they are safe"
+        )
+    example = signature_frame(X_sample.head(5), settings)
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    return mlflow.sklearn.log_model(
+        pipeline,
+        name=MODEL_NAME_IN_RUN,
+        serialization_format="skops",
+        skops_trusted_types=sorted(untrusted),
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        pyfunc_predict_fn="predict_proba",
+    )
+
+
+def reference_sample(train_X: pd.DataFrame, settings: Settings) -> pd.DataFrame:  # noqa: N803
+    """The training split's raw feature columns: at most REFERENCE_MAX_ROWS rows, sampled with the seed."""
+    frame = train_X[settings.schema.feature_columns]
+    if len(frame) > REFERENCE_MAX_ROWS:
+        frame = frame.sample(n=REFERENCE_MAX_ROWS, random_state=settings.params.train.seed)
+    return frame.reset_index(drop=True)
+
+
+def flat_metrics(search: SearchResult, evaluation: Evaluation) -> dict[str, float]:
+    """Run metrics: ``cv_<m>_mean/std``, ``oof_<m>`` (at the threshold), ``test_<m>``, ``<phase>_seconds``."""
+    out: dict[str, float] = {}
+    for name, stats in search.cv_metrics.items():
+        out[f"cv_{name}_mean"] = stats["mean"]
+        out[f"cv_{name}_std"] = stats["std"]
+    out.update({f"oof_{k}": v for k, v in search.oof_metrics.items()})
+    out.update({f"test_{k}": v for k, v in evaluation.metrics.items()})
+    out.update({f"{k}_seconds": v for k, v in search.seconds.items()})
+    return out
+
+
+def run_params(search: SearchResult, settings: Settings, n_train: int, n_test: int) -> dict[str, Any]:
+    """Run params: the best hyper-parameters (bare names) and how they were found."""
+    params: dict[str, Any] = {k: ("None" if v is None else v) for k, v in search.best_params.items()}
+    params.update(
+        candidate=search.candidate,
+        threshold=round(search.threshold, 6),
+        tune_threshold=settings.params.evaluate.tune_threshold,
+        cv_folds=search.cv_folds,
+        search_iterations=search.n_iter,
+        scoring=search.scoring,
+        seed=settings.params.train.seed,
+        train_rows=n_train,
+        test_rows=n_test,
+    )
+    return params
+
+
+def write_candidate_artifacts(
+    search: SearchResult, evaluation: Evaluation, importance: pd.Series | None, out_dir: Path
+) -> Path:
+    """Write a candidate's evaluation files and plots under `out_dir` (evaluation/, plots/, search/)."""
+    from churnops.io import atomic_path, write_json_atomic, write_text_atomic
+    from churnops.models.plots import write_plots
+
+    ev = out_dir / "evaluation"
+    write_json_atomic(ev / "metrics.json", {
+        "candidate": search.candidate,
+        "threshold": search.threshold,
+        "holdout": evaluation.metrics,
+        "cv": search.cv_metrics,
+        "oof": search.oof_metrics,
+        "best_params": search.best_params,
+        "rows": evaluation.n_rows,
+    })
+    write_json_atomic(ev / "confusion_matrix.json", {
+        "labels": [0, 1], "rows": "actual", "columns": "predicted", "threshold": search.threshold,
+        "matrix": evaluation.confusion_matrix,
+    })
+    write_text_atomic(ev / "classification_report.txt", evaluation.report_text)
+    write_json_atomic(ev / "classification_report.json", evaluation.report)
+    if importance is not None:
+        with atomic_path(ev / "feature_importance.csv") as tmp:
+            importance.rename_axis("feature").to_frame().to_csv(tmp)
+    with atomic_path(out_dir / "search" / "cv_results.csv") as tmp:
+        search.cv_results.to_csv(tmp, index=False)
+    write_plots(evaluation.y_true, evaluation.proba, search.threshold, importance, out_dir / "plots",
+                title=search.candidate)
+    return out_dir
+
+
+def log_candidate_run(
+    search: SearchResult,
+    evaluation: Evaluation,
+    *,
+    train_X: pd.DataFrame,  # noqa: N803
+    settings: Settings,
+    importance: pd.Series | None,
+    artifact_dir: Path | None = None,
+) -> ModelInfo:
+    """Record a fitted candidate in the active MLflow run; returns the logged model's info.
+
+    `artifact_dir`, when given, keeps the evaluation files and plots (for DVC reports); otherwise they
+    are written to a temporary folder that is removed after logging.
+    """
+    import mlflow
+
+    mlflow.log_params(run_params(search, settings, len(train_X), evaluation.n_rows))
+    mlflow.log_metrics(flat_metrics(search, evaluation))
+    with tempfile.TemporaryDirectory(prefix="churnops-run-") as tmp:
+        root = Path(tmp) if artifact_dir is None else Path(artifact_dir)
+        write_candidate_artifacts(search, evaluation, importance, root)
+        for sub in ("evaluation", "plots", "search"):
+            mlflow.log_artifacts(str(root / sub), artifact_path=sub)
+        reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+        reference_sample(train_X, settings).to_parquet(reference, index=False)
+        mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+    info = log_model(search.pipeline, train_X, settings)
+    mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_MODEL_ID: info.model_id})
+    return info
+
+
+def summary_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, default=str) + "\n"
