@@ -50,7 +50,11 @@ def data_generate(app: AppContext, rows: int, seed: int, out: Path, shifts: tupl
               help="Where to write validation.json and validation.txt (default: reports/).")
 @pass_app
 def data_validate(app: AppContext, path: Path, report_dir: Path | None) -> None:
-    """Check a CSV against the schema and write a data-quality report. Exit 1 on errors."""
+    """Check a CSV against the schema and write a data-quality report. Exit 1 on errors.
+
+    A file that cannot be read as a table (missing, empty, binary, wrong delimiter, ragged rows) exits 1
+    with the reason and writes no report.
+    """
     from churnops.data.ingest import IngestError, read_table
     from churnops.data.validate import validate_table, write_report
 
@@ -61,7 +65,7 @@ def data_validate(app: AppContext, path: Path, report_dir: Path | None) -> None:
         raise click.ClickException(str(exc)) from exc
     report = validate_table(frame, settings.schema, settings.params.validate_, source=str(path))
     json_path, text_path = write_report(report, report_dir or settings.reports_dir)
-    click.echo(report.to_text())
+    click.echo(report.to_text(), nl=False)  # the text ends with a newline
     click.echo(f"report: {json_path} {text_path}")
     if not report.ok:
         sys.exit(1)

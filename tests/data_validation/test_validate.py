@@ -1,0 +1,366 @@
+"""validate_table: each rule names column, rule, severity, row count and examples (file line, value)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnops.data.ingest import read_table
+from churnops.data.validate import DataValidationError, ValidationReport, validate_table
+from churnops.settings import ValidateSettings
+
+
+@pytest.fixture
+def check(schema, rules) -> Callable[..., ValidationReport]:
+    """read_table + validate_table on a path, with rule overrides."""
+
+    def _check(path: Path, **overrides) -> ValidationReport:
+        effective = ValidateSettings(**{**rules.model_dump(), **overrides})
+        return validate_table(read_table(path, schema), schema, effective, source=str(path))
+
+    return _check
+
+
+def only(report: ValidationReport, rule: str, column: str | None = None):
+    found = report.find(rule, column)
+    assert len(found) == 1, report.to_text()
+    return found[0]
+
+
+def examples(issue) -> list[tuple[int, str | None]]:
+    return [(e.line, e.value) for e in issue.examples]
+
+
+# -- good tables ---------------------------------------------------------------------------------------
+
+
+def test_real_table_passes_and_yields_a_typed_frame_without_leaks(real_data: Path, schema, rules) -> None:
+    report = validate_table(read_table(real_data, schema), schema, rules, source=str(real_data))
+
+    assert report.ok, report.to_text()
+    assert report.issues == []
+    assert report.rows == 10127
+    assert report.dropped_columns == schema.drop_columns
+    clean = report.clean
+    assert list(clean.columns) == schema.required_columns  # the leak columns never reach the features
+    assert clean[schema.id_column].map(type).eq(str).all()
+    for column, spec in schema.numeric.items():
+        assert clean[column].dtype == (np.int64 if spec.integer else np.float64), column
+    for column in schema.categorical:
+        assert clean[column].map(type).eq(str).all(), column
+    assert clean[schema.target.column].value_counts().to_dict() == {
+        schema.target.negative: 8500, schema.target.positive: 1627}
+    assert clean.loc[0, "Total_Amt_Chng_Q4_Q1"] == pytest.approx(1.335)
+    assert report.stats["Customer_Age"]["min"] == 26 and report.stats["Customer_Age"]["max"] == 73
+
+
+def test_valid_table_passes_with_no_issue(table, check, schema) -> None:
+    report = check(table())
+
+    assert report.ok and report.issues == []
+    assert len(report.clean) == 300
+    assert report.clean.loc[0, schema.id_column] == "700000000"
+
+
+def test_validation_leaves_the_input_frame_as_it_was(table, schema, rules) -> None:
+    frame = read_table(table(), schema)
+    before = frame.copy(deep=True)
+
+    report = validate_table(frame, schema, rules)
+    report.clean.loc[0, "Customer_Age"] = 99
+    report.clean.loc[0, "Gender"] = "changed"
+
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_a_frame_not_made_by_read_table_is_validated_too(table, schema, rules) -> None:
+    frame = pd.read_csv(table())  # inferred dtypes: int ids, float and int columns, leak columns kept
+
+    report = validate_table(frame, schema, rules)
+
+    assert report.ok, report.to_text()
+    assert report.dropped_columns == schema.drop_columns
+    assert report.find("extra_column") == []
+    assert list(report.clean.columns) == schema.required_columns
+    assert report.clean.loc[0, schema.id_column] == "700000000"
+    assert report.clean["Customer_Age"].dtype == np.int64
+
+
+# -- columns -------------------------------------------------------------------------------------------
+
+
+def test_missing_column_is_an_error(table, check) -> None:
+    def edit(rows, header):
+        header.remove("Total_Trans_Ct")
+
+    report = check(table(edit))
+
+    assert not report.ok
+    issue = only(report, "missing_column", "Total_Trans_Ct")
+    assert issue.severity == "error" and issue.rows == 300
+    with pytest.raises(DataValidationError, match="Total_Trans_Ct: missing_column"):
+        _ = report.clean
+
+
+def test_missing_column_suggests_a_near_name(table, check) -> None:
+    def edit(rows, header):
+        header[header.index("Customer_Age")] = "customer_age"
+        for row in rows:
+            row["customer_age"] = row.pop("Customer_Age")
+
+    report = check(table(edit))
+
+    assert "found 'customer_age'" in only(report, "missing_column", "Customer_Age").message
+    assert only(report, "extra_column", "customer_age").severity == "warning"
+
+
+def test_extra_column_is_a_warning_and_never_reaches_the_clean_frame(table, check) -> None:
+    def edit(rows, header):
+        header.append("Branch")
+        for row in rows:
+            row["Branch"] = "north"
+
+    report = check(table(edit))
+
+    assert report.ok
+    issue = only(report, "extra_column", "Branch")
+    assert issue.severity == "warning" and issue.rows == 300
+    assert "Branch" not in report.clean.columns
+
+
+# -- numbers -------------------------------------------------------------------------------------------
+
+
+def test_text_in_a_numeric_column_is_an_error_with_lines_and_values(table, check) -> None:
+    def edit(rows, header):
+        rows[3]["Credit_Limit"] = "abc"
+        rows[10]["Credit_Limit"] = "1,500"
+
+    report = check(table(edit))
+
+    issue = only(report, "not_numeric", "Credit_Limit")
+    assert issue.severity == "error" and issue.rows == 2
+    assert examples(issue) == [(5, "abc"), (12, "1,500")]
+    assert not report.ok
+
+
+@pytest.mark.parametrize(("value", "numeric"), [
+    ("1e3", True), ("+5", True), (".5", True), ("5.", True), ("007", True),
+    ("nan", False), ("NaN", False), ("inf", False), ("-Infinity", False), ("1e999", False), (" 12", False),
+    ("0x10", False), ("1_000", False), ("12%", False), ("$12", False), ("١٢", False),
+])
+@pytest.mark.parametrize("alongside_text", [False, True])
+def test_a_value_is_judged_the_same_whatever_else_the_column_holds(table, check, value: str, numeric: bool,
+                                                                  alongside_text: bool) -> None:
+    def edit(rows, header):
+        rows[0]["Credit_Limit"] = value
+        if alongside_text:
+            rows[1]["Credit_Limit"] = "abc"
+
+    report = check(table(edit))
+
+    flagged = {e.line for i in report.find("not_numeric", "Credit_Limit") for e in i.examples}
+    assert (2 not in flagged) is numeric, report.to_text()
+
+
+def test_fraction_in_an_integer_column_is_an_error_but_a_whole_float_is_fine(table, check) -> None:
+    def edit(rows, header):
+        rows[0]["Customer_Age"] = "45.0"
+        rows[6]["Customer_Age"] = "45.5"
+
+    report = check(table(edit))
+
+    issue = only(report, "not_integer", "Customer_Age")
+    assert issue.rows == 1 and examples(issue) == [(8, "45.5")]
+
+
+def test_whole_floats_in_an_integer_column_become_int64(table, check) -> None:
+    report = check(table(lambda rows, header: rows[0].update(Customer_Age="45.0")))
+
+    assert report.ok
+    assert report.clean["Customer_Age"].dtype == np.int64
+    assert report.clean.loc[0, "Customer_Age"] == 45
+
+
+def test_out_of_range_values_are_errors_with_direction_and_examples(table, check) -> None:
+    def edit(rows, header):
+        rows[2]["Customer_Age"] = "150"
+        rows[4]["Customer_Age"] = "-3"
+        rows[5]["Avg_Utilization_Ratio"] = "1.2"
+
+    report = check(table(edit))
+
+    age = only(report, "out_of_range", "Customer_Age")
+    assert age.severity == "error" and age.rows == 2
+    assert "outside [18, 100]" in age.message and "1 below, 1 above" in age.message
+    assert examples(age) == [(4, "150"), (6, "-3")]
+    assert examples(only(report, "out_of_range", "Avg_Utilization_Ratio")) == [(7, "1.2")]
+
+
+def test_examples_are_capped_by_max_examples_but_every_row_is_counted(table, check) -> None:
+    def edit(rows, header):
+        for row in rows[:20]:
+            row["Credit_Limit"] = "n/a"
+
+    issue = only(check(table(edit), max_examples=3), "not_numeric", "Credit_Limit")
+
+    assert issue.rows == 20
+    assert examples(issue) == [(2, "n/a"), (3, "n/a"), (4, "n/a")]
+
+
+# -- categories and labels -----------------------------------------------------------------------------
+
+
+def test_unknown_category_is_an_error_naming_the_values(table, check) -> None:
+    def edit(rows, header):
+        rows[0]["Gender"] = "X"
+        rows[1]["Gender"] = "male"
+        rows[7]["Gender"] = "X"
+
+    report = check(table(edit))
+
+    issue = only(report, "unknown_category", "Gender")
+    assert issue.severity == "error" and issue.rows == 3
+    assert "'X' (2)" in issue.message and "'male' (1)" in issue.message
+    assert examples(issue) == [(2, "X"), (3, "male"), (9, "X")]
+    assert not report.ok
+
+
+def test_unknown_category_is_a_warning_when_the_rules_say_warn(table, check) -> None:
+    path = table(lambda rows, header: rows[0].update(Card_Category="Diamond"))
+    report = check(path, unknown_category="warn")
+
+    assert only(report, "unknown_category", "Card_Category").severity == "warning"
+    assert report.ok
+    assert report.clean.loc[0, "Card_Category"] == "Diamond"
+
+
+def test_unknown_label_is_an_error(table, check, schema) -> None:
+    report = check(table(lambda rows, header: rows[12].update({schema.target.column: "Churned"})))
+
+    issue = only(report, "unknown_label", schema.target.column)
+    assert issue.rows == 1 and examples(issue) == [(14, "Churned")]
+
+
+def test_a_single_class_is_an_error(table, check, schema) -> None:
+    def edit(rows, header):
+        for row in rows:
+            row[schema.target.column] = schema.target.negative
+
+    report = check(table(edit))
+
+    issue = only(report, "single_class", schema.target.column)
+    assert issue.severity == "error" and issue.rows == 300
+    assert schema.target.positive in issue.message
+    assert report.find("too_few_class_rows") == []
+
+
+def test_a_class_below_min_class_count_is_an_error(table, check, schema) -> None:
+    def edit(rows, header):
+        for i, row in enumerate(rows):
+            row[schema.target.column] = schema.target.positive if i < 10 else schema.target.negative
+
+    issue = only(check(table(edit)), "too_few_class_rows", schema.target.column)
+
+    assert issue.rows == 10 and "min_class_count 30" in issue.message
+
+
+def test_too_few_rows_is_an_error(table, check) -> None:
+    issue = only(check(table(n=150)), "too_few_rows")
+
+    assert issue.column is None and issue.rows == 150 and "min_rows 200" in issue.message
+
+
+# -- missing values and ids ----------------------------------------------------------------------------
+
+
+def test_missing_values_are_an_error_above_the_allowed_fraction(table, check) -> None:
+    def edit(rows, header):
+        for i in (3, 30, 33):
+            rows[i]["Marital_Status"] = ""
+
+    report = check(table(edit))
+
+    issue = only(report, "missing_values", "Marital_Status")
+    assert issue.severity == "error" and issue.rows == 3
+    assert examples(issue) == [(5, None), (32, None), (35, None)]
+    assert "1.00%" in issue.message
+
+
+def test_missing_values_within_the_allowed_fraction_are_a_warning(table, check) -> None:
+    def edit(rows, header):
+        rows[3]["Marital_Status"] = ""
+        rows[4]["Dependent_count"] = ""
+
+    report = check(table(edit), max_missing_fraction=0.01)
+
+    assert only(report, "missing_values", "Marital_Status").severity == "warning"
+    assert report.ok
+    clean = report.clean
+    assert pd.isna(clean.loc[3, "Marital_Status"])
+    assert clean["Dependent_count"].dtype == np.float64  # an integer column with a gap cannot be int64
+    assert np.isnan(clean.loc[4, "Dependent_count"])
+
+
+def test_missing_id_or_label_is_always_an_error(table, check, schema) -> None:
+    def edit(rows, header):
+        rows[0][schema.id_column] = ""
+        rows[1][schema.target.column] = ""
+
+    report = check(table(edit), max_missing_fraction=0.5)
+
+    assert only(report, "missing_values", schema.id_column).severity == "error"
+    assert only(report, "missing_values", schema.target.column).severity == "error"
+
+
+def test_duplicate_ids_are_an_error_counting_every_row_involved(table, check, schema) -> None:
+    def edit(rows, header):
+        rows[9][schema.id_column] = rows[5][schema.id_column]
+        rows[21][schema.id_column] = rows[20][schema.id_column]
+        rows[22][schema.id_column] = rows[20][schema.id_column]
+
+    report = check(table(edit))
+
+    issue = only(report, "duplicate_id", schema.id_column)
+    assert issue.severity == "error" and issue.rows == 5
+    assert "2 id(s)" in issue.message
+    assert [line for line, _ in examples(issue)] == [7, 11, 22, 23, 24]
+    assert report.stats[schema.id_column]["distinct"] == 297
+
+
+# -- warnings never stop -------------------------------------------------------------------------------
+
+
+def test_warnings_alone_keep_the_table_valid(table, check) -> None:
+    def edit(rows, header):
+        header.append("Branch")
+        rows[0]["Education_Level"] = "Apprenticeship"
+        rows[1]["Income_Category"] = ""
+
+    path = table(edit)
+    path.write_text(path.read_text() + "\n")  # a blank line at the end
+
+    report = check(path, unknown_category="warn", max_missing_fraction=0.05)
+
+    rules_seen = {i.rule for i in report.issues}
+    assert rules_seen == {"extra_column", "unknown_category", "missing_values", "blank_rows"}
+    assert all(i.severity == "warning" for i in report.issues)
+    assert report.ok
+    assert len(report.clean) == 300
+    assert examples(only(report, "blank_rows")) == [(302, None)]
+
+
+def test_a_header_name_with_a_stray_space_is_visible_in_the_text_report(table, check) -> None:
+    def edit(rows, header):
+        header[header.index("Gender")] = "Gender "
+        for row in rows:
+            row["Gender "] = row.pop("Gender")
+
+    report = check(table(edit))
+
+    assert "found 'Gender '" in only(report, "missing_column", "Gender").message
+    assert any(line.startswith("warning   'Gender '") for line in report.to_text().splitlines())
