@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def repro(settings: Settings, force: bool = False) -> None:
-    """Run `dvc repro` in the project home, streaming DVC's output into the log."""
+    """Run `dvc repro` in the project home, streaming DVC's and the stages' output to stderr."""
     home = settings.home
     if not (home / "dvc.yaml").is_file():
         raise PipelineError(f"no dvc.yaml in {home}: run from the project root or set CHURNOPS_HOME")
@@ -83,11 +84,11 @@ def repro(settings: Settings, force: bool = False) -> None:
                             text=True, bufsize=1)
     tail: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
+    for line in proc.stdout:  # the stages log for themselves: pass their lines through unchanged
         line = line.rstrip()
         if line:
             tail = (tail + [line])[-40:]
-            log.info("dvc.repro", line=line)
+            print(line, file=sys.stderr, flush=True)
     if proc.wait() != 0:
         raise PipelineError("`dvc repro` failed:\n" + "\n".join(tail))
 

@@ -51,6 +51,7 @@ def make_home(tmp_path: Path) -> Callable[..., Path]:
         home.mkdir(parents=True, exist_ok=True)
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params = deep_merge(params, {"train": FAST_TRAIN})
+        params["train"]["search_spaces"] = copy.deepcopy(FAST_TRAIN["search_spaces"])  # replace, not merge
         params = deep_merge(params, overrides or {})
         (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         return home
@@ -101,3 +102,91 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
     yield url
     client.flushdb()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A redis-server of a test's own, on its own port: it may be stopped, hung and restarted without
+    touching the shared Redis on 6379. Its data survives a :meth:`stop` (``SAVE`` first, then reloaded)."""
+
+    def __init__(self, workdir: Path) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed: tests that stop a Redis of their own need it")
+        self.binary = binary
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Any = None
+
+    def start(self, timeout_s: float = 10.0) -> RedisProcess:
+        import subprocess
+        import time
+
+        import redis
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--dbfilename", "dump.rdb", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not start within {timeout_s} s")
+
+    def stop(self, save: bool = True) -> None:
+        import redis
+
+        if self.proc is None:
+            return
+        if save and self.proc.poll() is None:
+            try:  # saves the data set and exits in one step: nothing written in between is lost
+                redis.Redis(port=self.port, socket_timeout=10).shutdown(save=True)
+            except redis.RedisError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server accepts connections but never answers (a hung Redis)."""
+        import signal
+
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def redis_process_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], RedisProcess]]:
+    """Start redis-server processes of the test's own (each on a free port); all are stopped at the end."""
+    started: list[RedisProcess] = []
+
+    def _make() -> RedisProcess:
+        server = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+        started.append(server)
+        return server
+
+    yield _make
+    for server in started:
+        if server.proc is not None:
+            server.resume()
+            server.stop(save=False)

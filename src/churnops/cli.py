@@ -8,9 +8,13 @@ Command modules keep heavy imports inside the command functions: `churnops --hel
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +22,7 @@ from churnops.logs import configure_logging
 from churnops.settings import Settings, SettingsError, load_settings
 
 ENTRY_POINT_GROUP = "churnops.commands"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AppContext:
@@ -38,6 +43,24 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn the platform's expected failures (bad input, bad config, a failed stage) into a one-screen
+    message and exit code 1 instead of a traceback; `churnops -v` shows the traceback as well."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, RuntimeError, OSError, KeyError) as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def echo_json(doc: object) -> None:

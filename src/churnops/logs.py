@@ -26,7 +26,11 @@ class EventLogger(logging.LoggerAdapter):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         std = {k: kwargs.pop(k) for k in ("exc_info", "stack_info", "stacklevel") if k in kwargs}
-        fields = {**kwargs.pop("extra", {}), **kwargs}
+        extra = kwargs.pop("extra", None)
+        if isinstance(extra, dict):
+            fields = {**extra, **kwargs}
+        else:  # a field that happens to be called "extra"
+            fields = {**kwargs, **({"extra": extra} if extra is not None else {})}
         return msg, {**std, "extra": {"fields": fields}}
 
 

@@ -1,0 +1,217 @@
+"""The training pipeline end to end: real `churnops` CLI, real DVC commands, real MLflow store.
+
+One project home is trained once per module and then probed; the tests run in file order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import FAST_TRAIN, REPO, deep_merge
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHURNOPS = str(Path(sys.executable).parent / "churnops")
+ROWS = 1500
+
+
+def sha(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_"))}
+    env.update(CHURNOPS_HOME=str(home), DVC_NO_ANALYTICS="1",
+               PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
+    proc = subprocess.run([CHURNOPS, *args], cwd=home, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"churnops {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("pipeline") / "home"
+    home.mkdir()
+    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), {"train": FAST_TRAIN})
+    params["train"]["search_spaces"] = FAST_TRAIN["search_spaces"]
+    (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(REPO / "dvc.yaml", home / "dvc.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=home, check=True)
+    run_cli(home, "data", "generate", "--rows", str(ROWS), "--seed", "3", "--out", "incoming/first.csv")
+    return home
+
+
+def settings_of(home: Path):
+    from churnops.settings import load_settings
+
+    return load_settings(home=home, env={})
+
+
+def state(home: Path) -> dict[str, str | None]:
+    """Everything a failed run must leave as it was."""
+    from churnops import registry
+
+    files = ["data/raw/customers.csv", "data/raw/customers.csv.dvc", "dvc.lock",
+             "data/validated/customers.parquet", "data/features/customers.parquet",
+             "data/features/train.parquet", "data/features/test.parquet"]
+    snapshot = {f: sha(home / f) for f in files}
+    snapshot["champion"] = registry.champion_version(settings_of(home))
+    return snapshot
+
+
+def test_train_versions_the_data_and_registers_a_champion(home: Path) -> None:
+    proc = run_cli(home, "train", "--data", "incoming/first.csv", "--json")
+    report = json.loads(proc.stdout)
+
+    dvc_doc = yaml.safe_load((home / "data/raw/customers.csv.dvc").read_text())
+    md5 = dvc_doc["outs"][0]["md5"]
+    assert report["data_version"] == md5
+    # the raw version was pushed to the default (local) remote
+    assert any(p.is_file() for p in (home / ".dvc-storage").rglob(md5[2:] + "*"))
+    assert report["rows"]["raw"] == ROWS
+    assert report["rows"]["train"] + report["rows"]["test"] == ROWS
+    assert report["validation"]["ok"] is True
+    assert set(report["candidates"]) == {"logistic_regression", "random_forest", "xgboost"}
+    assert report["promotion"]["promoted"] is True
+    assert report["champion"] == report["registered_version"] == "1"
+
+    champion = json.loads(run_cli(home, "models", "champion", "--json").stdout)
+    assert str(champion["version"]) == "1"
+    assert champion["data_version"] == md5
+
+    metrics = json.loads((home / "reports/metrics.json").read_text())
+    assert metrics["best_candidate"] == report["best_candidate"]
+    assert 0.5 < metrics["best"]["roc_auc"] <= 1.0
+    for plot in ("roc", "precision_recall", "confusion"):
+        assert json.loads((home / f"reports/plots/{plot}.json").read_text())
+
+
+def test_mlflow_has_a_parent_run_with_a_child_per_candidate(home: Path) -> None:
+    import mlflow
+
+    settings = settings_of(home)
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    report = json.loads((home / "reports/run_report.json").read_text())
+    parent = client.get_run(report["mlflow_parent_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["candidate"] for r in children) == [
+        "logistic_regression", "random_forest", "xgboost"]
+    for run in children:
+        assert run.data.tags["data_version"] == report["data_version"]
+        assert "git_commit" in run.data.tags and "params_hash" in run.data.tags
+        assert {"test_roc_auc", "test_f1"} <= {k.replace("holdout_", "test_") for k in run.data.metrics}
+
+
+def test_second_repro_with_nothing_changed_does_nothing(home: Path) -> None:
+    before = state(home)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_"))}
+    env.update(DVC_NO_ANALYTICS="1", PATH=str(Path(sys.executable).parent) + os.pathsep + env["PATH"])
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=home, env=env,
+                          capture_output=True, text=True, check=True)
+    assert "Running stage" not in proc.stdout
+    assert state(home) == before
+
+
+BAD_INPUTS = {
+    "missing file": None,
+    "empty file": "",
+    "wrong delimiter": "semicolon",
+    "missing column": "drop:Customer_Age",
+    "extra columns only": None,
+    "text in a numeric column": "set:Credit_Limit=lots",
+    "unknown category": "set:Card_Category=Diamond",
+    "duplicate ids": "dup",
+    "a single class": "single",
+    "truncated file": "truncate",
+}
+
+
+def make_bad(kind: str, good: Path, dest: Path) -> Path:
+    text = good.read_text()
+    frame = pd.read_csv(good, dtype=str, keep_default_na=False)
+    if kind == "missing file":
+        return dest.with_name("does-not-exist.csv")
+    if kind == "empty file":
+        dest.write_text("")
+    elif kind == "wrong delimiter":
+        frame.to_csv(dest, sep=";", index=False)
+    elif kind == "missing column":
+        frame.drop(columns=["Customer_Age"]).to_csv(dest, index=False)
+    elif kind == "text in a numeric column":
+        frame.loc[5, "Credit_Limit"] = "lots"
+        frame.to_csv(dest, index=False)
+    elif kind == "unknown category":
+        frame.loc[7, "Card_Category"] = "Diamond"
+        frame.to_csv(dest, index=False)
+    elif kind == "duplicate ids":
+        frame.loc[9, "CLIENTNUM"] = frame.loc[8, "CLIENTNUM"]
+        frame.to_csv(dest, index=False)
+    elif kind == "a single class":
+        frame["Attrition_Flag"] = "Existing Customer"
+        frame.to_csv(dest, index=False)
+    elif kind == "truncated file":
+        dest.write_text(text[: len(text) // 2])
+    return dest
+
+
+@pytest.mark.parametrize("kind", [k for k in BAD_INPUTS if k != "extra columns only"])
+def test_bad_input_gets_a_clear_error_and_changes_nothing(home: Path, kind: str) -> None:
+    from pipeline.run import run_training
+
+    before = state(home)
+    bad = make_bad(kind, home / "incoming/first.csv", home / "incoming" / f"bad-{kind.replace(' ', '-')}.csv")
+    with pytest.raises(Exception) as err:  # noqa: PT011 - the type differs per case; the message matters
+        run_training(settings_of(home), bad)
+    message = str(err.value)
+    assert len(message) > 20 and str(bad.name) in message or "not found" in message or "empty" in message
+    assert state(home) == before
+
+
+def test_bad_input_from_the_cli_exits_1_with_the_reason(home: Path) -> None:
+    bad = make_bad("unknown category", home / "incoming/first.csv", home / "incoming/bad-cli.csv")
+    proc = run_cli(home, "train", "--data", str(bad), check=False)
+    assert proc.returncode == 1
+    assert "Card_Category" in proc.stderr and "Diamond" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_stage_failing_midway_restores_the_previous_data_version_and_layers(home: Path) -> None:
+    from pipeline.run import PipelineError, run_training
+
+    before = state(home)
+    params_path = home / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["train"]["search_spaces"]["xgboost"]["not_a_hyperparameter"] = {"choice": [1]}
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    new_data = home / "incoming/second.csv"
+    run_cli(home, "data", "generate", "--rows", str(ROWS), "--seed", "4", "--out", str(new_data))
+    try:
+        with pytest.raises(PipelineError, match="not_a_hyperparameter"):
+            run_training(settings_of(home), new_data)
+    finally:
+        params_path.write_text(original)
+    assert state(home) == before
+
+
+def test_retraining_on_new_data_goes_through_the_promotion_gate(home: Path) -> None:
+    run_cli(home, "data", "generate", "--rows", str(ROWS), "--seed", "5", "--out", "incoming/third.csv")
+    report = json.loads(run_cli(home, "train", "--data", "incoming/third.csv", "--json").stdout)
+    decision = report["promotion"]
+    assert report["registered_version"] == "2"
+    assert decision["champion_version"] == "1"
+    assert decision["champion_score"] is not None  # the old champion was re-scored on the new hold-out
+    assert report["champion"] == ("2" if decision["promoted"] else "1")
+    assert decision["reason"]
