@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from churnops.cli import AppContext, echo_json, pass_app
-
-
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+from churnops.cli import AppContext, echo_json, friendly_errors, pass_app
 
 
 @click.command()
@@ -20,20 +15,16 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--force", is_flag=True, help="Rerun every stage even if DVC finds nothing changed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @pass_app
+@friendly_errors
 def train(app: AppContext, data_path: Path | None, force: bool, as_json: bool) -> None:
     """Version the data with DVC and run the whole pipeline (the stages of dvc.yaml).
 
     validate -> featurize -> train (tuned candidates in MLflow) -> evaluate -> register (promotion gate).
     Bad input stops the run before anything changes; a failure restores the previous data version.
     """
-    from churnops.data.ingest import IngestError
-    from pipeline.layers import StageError
-    from pipeline.run import PipelineError, run_training
+    from pipeline.run import run_training
 
-    try:
-        report = run_training(app.settings, data_path, force=force)
-    except (IngestError, StageError, PipelineError) as exc:
-        raise _fail(exc) from exc
+    report = run_training(app.settings, data_path, force=force)
     if as_json:
         echo_json(report)
     else:
@@ -53,6 +44,22 @@ def summarise_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+@click.command()
+@click.option("--rows", type=click.IntRange(min=500), default=None,
+              help="Demo customers to generate (default: data.demo.rows in params.yaml).")
+@click.option("--seed", type=int, default=None, help="Generator seed (default: data.demo.seed).")
+@click.option("--no-drift", is_flag=True, help="Skip the drifted batch and the drift check.")
+@pass_app
+@friendly_errors
+def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool) -> None:
+    """The whole loop on demo data: generate -> DVC -> train -> Redis -> /predict -> drift check."""
+    from pipeline.demo import run_demo
+
+    run_demo(app.settings, rows=rows, seed=seed, drift=not no_drift)
+    click.echo("\ndemo finished: `churnops models champion`, `churnops serve`, "
+               "`mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db` to look further")
+
+
 @click.group()
 def stage() -> None:
     """One pipeline stage (dvc.yaml runs these; run them by hand to debug one step)."""
@@ -60,20 +67,18 @@ def stage() -> None:
 
 @stage.command("validate")
 @pass_app
+@friendly_errors
 def stage_validate(app: AppContext) -> None:
     """raw -> validated: check the raw table and write the data-quality report."""
-    from churnops.data.ingest import IngestError
-    from pipeline.layers import StageError, validate_stage
+    from pipeline.layers import validate_stage
 
-    try:
-        path = validate_stage(app.settings)
-    except (IngestError, StageError) as exc:
-        raise _fail(exc) from exc
+    path = validate_stage(app.settings)
     click.echo(f"validated table: {path}")
 
 
 @stage.command("featurize")
 @pass_app
+@friendly_errors
 def stage_featurize(app: AppContext) -> None:
     """validated -> features: the gold layer and the stratified train/test split."""
     from pipeline.layers import featurize_stage
@@ -84,27 +89,69 @@ def stage_featurize(app: AppContext) -> None:
 
 @stage.command("train")
 @pass_app
+@friendly_errors
 def stage_train(app: AppContext) -> None:
     """Tune and fit every candidate; track them in MLflow."""
     from pipeline.modelling import train_stage
 
-    click.echo(json.dumps(train_stage(app.settings), indent=2, default=str))
+    out = train_stage(app.settings)
+    click.echo(f"trained: best candidate {out['best_candidate']}, MLflow parent run {out['parent_run_id']}")
 
 
 @stage.command("evaluate")
 @pass_app
+@friendly_errors
 def stage_evaluate(app: AppContext) -> None:
     """Score every candidate on the hold-out; write metrics and plots."""
     from pipeline.modelling import evaluate_stage
 
-    click.echo(json.dumps(evaluate_stage(app.settings), indent=2, default=str))
+    metrics = evaluate_stage(app.settings)
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics["best"].items())
+    click.echo(f"hold-out ({metrics['holdout_rows']} rows), best {metrics['best_candidate']}: {shown}")
 
 
 @stage.command("register")
 @pass_app
+@friendly_errors
 def stage_register(app: AppContext) -> None:
     """Register the best candidate as @challenger; promote it to @champion only if it beats the champion."""
     from pipeline.modelling import register_stage
 
     report = register_stage(app.settings)
     click.echo(summarise_report(report))
+
+
+@click.command()
+@click.option("--run-id", default=None,
+              help="Id of this scoring run (a rerun with the same id replaces its rows; default: generated).")
+@click.option("--customers", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Gold-layer Parquet file to score (default: <features_dir>/customers.parquet).")
+@click.option("--top", "top_n", type=click.IntRange(min=0), default=None,
+              help="How many of the most at-risk customers to list (default: batch.top_n).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@pass_app
+def score(app: AppContext, run_id: str | None, customers: Path | None, top_n: int | None, as_json: bool) -> None:
+    """Score every customer with the champion into the scores table (CHURNOPS_DATABASE_URL) and Parquet.
+
+    Each run's rows are written in one transaction (a rerun with the same --run-id replaces them);
+    the most at-risk customers are listed at the end.
+    """
+    from pipeline.batch import BatchError, score_customers
+
+    try:
+        result = score_customers(app.settings, run_id=run_id, customers=customers, top_n=top_n)
+    except BatchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    counts = "  ".join(f"{k} {v}" for k, v in result.risk_counts.items())
+    click.echo(f"scored {result.rows} customers with model version {result.model_version} "
+               f"(run {result.run_id})\n  risk: {counts}  anomalies: {result.anomalies}\n"
+               f"  table {result.table} in {result.database}\n  parquet {result.parquet}")
+    if result.top:
+        click.echo("most at risk:")
+        for row in result.top:
+            flag = "  anomaly" if row["anomaly"] else ""
+            click.echo(f"  {row['rank']:>3}. {row['customer_id']:<14} {row['churn_probability']:.3f} "
+                       f"{row['risk_level']}{flag}")
