@@ -29,19 +29,48 @@ def data() -> None:
               help="Drift: change a categorical column's category probabilities (repeatable).")
 @click.option("--churn-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Override the calibrated churn rate.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Calibration file from `churnops data calibrate` (default: the packaged one, "
+                   "calibrated on BankChurners).")
 @pass_app
 def data_generate(app: AppContext, rows: int, seed: int, out: Path, shifts: tuple[str, ...],
-                  scales: tuple[str, ...], mixes: tuple[str, ...], churn_rate: float | None) -> None:
-    """Write a synthetic customer table in the configured schema, calibrated on the real one."""
+                  scales: tuple[str, ...], mixes: tuple[str, ...], churn_rate: float | None,
+                  calibration: Path | None) -> None:
+    """Write a synthetic customer table in the configured schema, calibrated on the real one.
+
+    Drift for monitoring work, e.g. `--shift Total_Trans_Ct=-1 --scale Credit_Limit=1.5
+    --mix Card_Category=Blue:0.5,Silver:0.3 --churn-rate 0.3`.
+    """
     from churnops.data.generate import DriftSpec, generate_to_csv
 
+    schema = app.settings.schema
     try:
-        drift = DriftSpec.parse(shifts=shifts, scales=scales, mixes=mixes)
-        path = generate_to_csv(app.settings.schema, rows=rows, seed=seed, out=out, drift=drift,
-                               churn_rate=churn_rate)
+        drift = DriftSpec.parse(shifts=shifts, scales=scales, mixes=mixes, schema=schema)
+        path = generate_to_csv(schema, rows=rows, seed=seed, out=out, drift=drift,
+                               churn_rate=churn_rate, calibration=calibration)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {rows} rows to {path}")
+
+
+@data.command("calibrate")
+@click.option("--source", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="A real table (CSV) in the configured schema.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Calibration file to write (atomically; default: the packaged calibration.json).")
+@pass_app
+def data_calibrate(app: AppContext, source: Path, out: Path | None) -> None:
+    """Fit the synthetic-data model (marginals, correlations, churn relationships) on a real table.
+
+    Writes summary statistics only (quantiles, frequencies, correlation matrices), never rows.
+    """
+    from churnops.data.calibrate import CalibrationError, calibrate
+
+    try:
+        path = calibrate(source, app.settings.schema, out=out)
+    except CalibrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote calibration of {source} to {path}")
 
 
 @data.command("validate")
