@@ -23,6 +23,7 @@ def atomic_path(dest: Path | str, suffix: str | None = None) -> Iterator[Path]:
                                dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; other users (Airflow, gunicorn, containers) must read it
     try:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
