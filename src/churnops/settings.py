@@ -199,6 +199,16 @@ class FeatureStoreSettings(_Strict):
     chunk_size: int = Field(5000, ge=1)
 
 
+class BatchSettings(_Strict):
+    """Batch scoring (`churnops score`, the churn_batch_scoring DAG): where scores go, what is logged."""
+
+    table: str = Field("churn_scores", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # in CHURNOPS_DATABASE_URL
+    export_dir: Path = Path("data/scores")  # Parquet export of every run
+    top_n: int = Field(20, ge=0)  # highest-risk customers listed in the run's log
+    keep_runs: int = Field(30, ge=1)  # scoring runs kept (table rows and Parquet files); older ones go
+    chunk_size: int = Field(10_000, ge=100)  # rows per INSERT batch
+
+
 class Params(_Strict):
     """The content of params.yaml."""
 
@@ -213,6 +223,7 @@ class Params(_Strict):
     register_: RegisterSettings = Field(RegisterSettings(), alias="register")
     serving: ServingSettings = ServingSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
+    batch: BatchSettings = BatchSettings()
 
 
 class Settings(BaseModel):

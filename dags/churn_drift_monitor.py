@@ -1,0 +1,139 @@
+"""### churn_drift_monitor: is production still like the training data?
+
+Every interval (env `CHURNOPS_DRIFT_SCHEDULE`, a cron expression or preset; default `@hourly`):
+
+`read_window` (the latest rows of the prediction log that `/predict` writes) → `drift_tests` (KS on numeric,
+chi-squared on categorical features against the champion's training reference, multiple-testing correction
+and effect-size floor; reports `drift.json` and `drift.html`) → `alert_on_call` → `decide_retraining`
+(cooldown `monitoring.retrain.cooldown_s`, recorded in the trigger log) → `trigger_training`
+(`churn_training` with the drift report as its configuration).
+
+No drift: the run ends green after `drift_tests` (the rest is skipped). Not enough rows in the window, or
+no champion yet: `drift_tests` is *skipped*, not failed. docs/monitoring.md explains the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Param, dag, get_current_context, task
+
+SCHEDULE = os.environ.get("CHURNOPS_DRIFT_SCHEDULE", "@hourly")
+
+
+def _task_logging(context) -> None:
+    """Before each task: show churnops' key=value log fields in the task log."""
+    from pipeline.orchestration import task_logging
+
+    task_logging()
+
+
+def _settings():
+    from churnops.settings import load_settings
+
+    return load_settings()
+
+
+def _trigger_failed(context) -> None:
+    """The training DAG could not be started: the cooldown must not count this trigger."""
+    from pipeline.orchestration import mark_trigger_failed
+
+    decision = context["ti"].xcom_pull(task_ids="decide_retraining") or {}
+    if decision.get("trigger_id"):
+        mark_trigger_failed(_settings(), decision["trigger_id"], str(context.get("exception")))
+
+
+@dag(
+    dag_id="churn_drift_monitor",
+    description="Drift tests on the latest prediction-log window; alert on-call; trigger retraining",
+    doc_md=__doc__,
+    schedule=SCHEDULE,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=30),
+    tags=["churnops", "monitoring"],
+    default_args={
+        "owner": "ml-platform",
+        "on_execute_callback": _task_logging,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "execution_timeout": timedelta(minutes=15),
+    },
+    params={
+        "last_n": Param(
+            None,
+            type=["null", "integer"],
+            minimum=2,
+            title="Window size",
+            description="Test the last N rows of the prediction log. Empty: monitoring.window_last_n of "
+            "params.yaml.",
+        ),
+    },
+)
+def churn_drift_monitor():
+    @task
+    def read_window() -> dict:
+        """The latest rows of the prediction log, saved as Parquet for the tests."""
+        context = get_current_context()
+        from pipeline.orchestration import read_prediction_window
+
+        return read_prediction_window(_settings(), context["run_id"], context["params"].get("last_n"))
+
+    @task
+    def drift_tests(window: dict) -> dict:
+        """Champion's reference vs the window; skipped when there is not enough data or no champion."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.orchestration import drift_tests
+
+        result = drift_tests(_settings(), get_current_context()["run_id"], window)
+        if result["status"] in ("not_enough_data", "no_champion"):
+            raise AirflowSkipException(result["message"])
+        return result
+
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def drift_found(result: dict) -> bool:
+        """Continue to alerting and retraining only when drift was found."""
+        return bool(result["drift"])
+
+    @task
+    def alert_on_call(result: dict) -> dict:
+        """Raise the drift alert (webhook / Slack / Alertmanager / log; cooldown and durable outbox)."""
+        from pipeline.orchestration import alert_on_call
+
+        return alert_on_call(_settings(), result)
+
+    @task(multiple_outputs=True, retries=0)
+    def decide_retraining(result: dict, alerted: dict) -> dict:
+        """Apply the retraining cooldown; skip when retraining is off or ran recently."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.orchestration import decide_retraining
+
+        decision = decide_retraining(_settings(), result)
+        if not decision["trigger"]:
+            raise AirflowSkipException(f"no retraining: {decision['reason']}")
+        return decision
+
+    window = read_window()
+    result = drift_tests(window)
+    alerted = alert_on_call(result)
+    decision = decide_retraining(result, alerted)
+    drift_found(result) >> alerted
+    trigger = TriggerDagRunOperator(
+        task_id="trigger_training",
+        trigger_dag_id="churn_training",
+        trigger_run_id=decision["dag_run_id"],
+        conf=decision["conf"],
+        note="triggered by churn_drift_monitor",
+        wait_for_completion=False,
+        retries=3,
+        on_failure_callback=_trigger_failed,
+    )
+    decision >> trigger
+
+
+churn_drift_monitor()

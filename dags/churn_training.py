@@ -1,0 +1,253 @@
+"""### churn_training: version the data, train, gate, publish
+
+Triggered from the UI (**Trigger** opens a form with the parameters below), by `churn_drift_monitor` when
+drift is found, or over the REST API. No schedule.
+
+`prepare` (run workspace + run parameters) → `version_data` (check the incoming table, `dvc add` + `push`)
+→ `validate` → `featurize` → `train` → `evaluate` → `register` (@challenger, promotion gate: the **commit
+point**) → `publish` (the run's layers and reports become the project's) → `push_features` (Redis, atomic
+switch) → `notify_serving` → `report`.
+
+A failure before the gate runs `restore_on_failure`: the raw table and its `.dvc` file go back to the
+previous data version; the project's layers, the champion and the feature store were never touched (the
+stages of a run write into `data/runs/<run id>/`). Every task calls the same functions as `churnops train`
+and `dvc repro` (`pipeline/`); docs/airflow.md explains the parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+
+# The candidates of churnops.settings.Candidate (tests/dags checks they agree).
+CANDIDATES = ["logistic_regression", "random_forest", "xgboost"]
+
+
+def _task_logging(context) -> None:
+    """Before each task: show churnops' key=value log fields in the task log."""
+    from pipeline.orchestration import task_logging
+
+    task_logging()
+
+
+def _no_retry(exc: Exception) -> Exception:
+    """Bad input or configuration: fail the task at once, retrying cannot help."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(f"{type(exc).__name__}: {exc}")
+
+
+@dag(
+    dag_id="churn_training",
+    description="Version the data with DVC, train and compare the candidates, promote behind the gate",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # runs share the raw table and the registry's aliases
+    dagrun_timeout=timedelta(hours=12),
+    tags=["churnops", "training"],
+    default_args={
+        "owner": "ml-platform",
+        "on_execute_callback": _task_logging,
+        "retries": 1,
+        "retry_delay": timedelta(seconds=30),
+        "execution_timeout": timedelta(hours=2),
+    },
+    params={
+        "data_path": Param(
+            None,
+            type=["null", "string"],
+            title="Data file",
+            description="CSV in the schema of params.yaml to version with DVC and train on: an absolute "
+            "path on the Airflow worker, or relative to CHURNOPS_HOME. Empty: retrain on the current raw "
+            "table (data/raw/customers.csv).",
+            section="Data",
+        ),
+        "candidates": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": CANDIDATES},
+            uniqueItems=True,
+            examples=CANDIDATES,
+            title="Candidates",
+            description="Models to tune and compare. Empty: train.candidates of params.yaml.",
+            section="Training",
+        ),
+        "search_iterations": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=500,
+            title="Search budget",
+            description="Hyper-parameter settings sampled per candidate (each scored by stratified CV). "
+            "Empty: train.search_iterations of params.yaml.",
+            section="Training",
+        ),
+        "promotion_margin": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            title="Promotion margin",
+            description="The challenger becomes @champion only if it beats the champion's hold-out "
+            "register.metric by at least this much. Empty: register.promotion_margin of params.yaml.",
+            section="Promotion",
+        ),
+        "reason": Param(
+            "manual run from the Airflow UI",
+            type="string",
+            minLength=1,
+            maxLength=1000,
+            title="Reason",
+            description="Why this run: recorded in the run report and the logs.",
+            section="Why",
+        ),
+        "drift": Param(
+            None,
+            type=["null", "object"],
+            title="Drift report",
+            description="Set by churn_drift_monitor: the drift summary that triggered this run.",
+            section="Why",
+        ),
+    },
+)
+def churn_training():
+    @task
+    def prepare() -> dict:
+        """Create the run's workspace data/runs/<run id>/ and its params file (params.yaml + the conf)."""
+        from pipeline.orchestration import OrchestrationError, prepare_training_run
+
+        context = get_current_context()
+        conf = {**dict(context["dag_run"].conf or {}), **dict(context["params"])}
+        try:
+            return prepare_training_run(context["run_id"], conf)
+        except OrchestrationError as exc:
+            raise _no_retry(exc) from exc
+
+    @task
+    def version_data(ctx: dict) -> dict:
+        """Validate the incoming table, snapshot the current raw table, `dvc add` + `dvc push` the new one."""
+        from churnops.data.ingest import IngestError
+        from pipeline.layers import StageError
+        from pipeline.orchestration import OrchestrationError, version_data
+
+        try:
+            return version_data(ctx)
+        except (IngestError, StageError, OrchestrationError) as exc:
+            raise _no_retry(exc) from exc
+
+    @task
+    def validate(ctx: dict, data: dict) -> str:
+        """raw -> validated (the run's copy), with the data-quality report."""
+        from churnops.data.ingest import IngestError
+        from pipeline.layers import StageError, validate_stage
+        from pipeline.orchestration import run_settings
+
+        try:
+            return str(validate_stage(run_settings(ctx)))
+        except (IngestError, StageError) as exc:
+            raise _no_retry(exc) from exc
+
+    @task
+    def featurize(ctx: dict, validated: str) -> dict:
+        """validated -> gold: every customer's features and the stratified train/test split."""
+        from pipeline.layers import featurize_stage
+        from pipeline.orchestration import run_settings
+
+        paths = featurize_stage(run_settings(ctx))
+        return {"customers": str(paths.customers), "train": str(paths.train), "test": str(paths.test)}
+
+    @task(execution_timeout=timedelta(hours=6))
+    def train(ctx: dict, gold: dict) -> dict:
+        """Tune and fit every candidate on the train split; an MLflow parent run, a child per candidate."""
+        from pipeline.modelling import train_stage
+        from pipeline.orchestration import run_settings
+
+        return train_stage(run_settings(ctx))
+
+    @task
+    def evaluate(ctx: dict, trained: dict) -> dict:
+        """Reload every logged model, check it reproduces its hold-out scores, write metrics and plots."""
+        from pipeline.modelling import evaluate_stage
+        from pipeline.orchestration import run_settings
+
+        metrics = evaluate_stage(run_settings(ctx))
+        return {"best_candidate": metrics["best_candidate"], "best": metrics["best"]}
+
+    @task
+    def register(ctx: dict, evaluated: dict) -> dict:
+        """Register the best candidate as @challenger; the promotion gate decides about @champion."""
+        from pipeline.modelling import register_stage
+        from pipeline.orchestration import run_settings
+
+        report = register_stage(run_settings(ctx))
+        return {
+            "registered_version": report["registered_version"],
+            "champion": report["champion"],
+            "promotion": report["promotion"],
+            "data_version": report["data_version"],
+        }
+
+    @task
+    def publish(ctx: dict, registered: dict) -> dict:
+        """Copy the run's validated and gold layers and its reports into the project."""
+        from pipeline.orchestration import publish
+
+        return publish(ctx)
+
+    @task(retries=3)
+    def push_features(ctx: dict, published: dict) -> dict:
+        """Push every customer's features to the Redis feature store (readers switch atomically)."""
+        from pipeline.orchestration import push_features
+
+        return push_features(ctx)
+
+    @task
+    def notify_serving(ctx: dict, registered: dict, pushed: dict) -> dict:
+        """Confirm serving took the champion (GET /model of CHURNOPS_SERVING_URL); a timeout only warns."""
+        from pipeline.orchestration import notify_serving, run_settings
+
+        return notify_serving(run_settings(ctx), registered["champion"])
+
+    @task
+    def report(ctx: dict, data: dict, registered: dict, published: dict, pushed: dict, served: dict) -> dict:
+        """The run report (data/runs/<run id>/run_report.json); the staged layer copies are removed."""
+        from pipeline.orchestration import clean_staged_layers, finish_run
+
+        doc = finish_run(
+            ctx,
+            {
+                "data": data,
+                "registry": registered,
+                "published": published,
+                "features": pushed,
+                "serving": served,
+            },
+        )
+        clean_staged_layers(ctx)
+        return {k: doc.get(k) for k in ("run_id", "reason", "registry", "features", "serving")}
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3)
+    def restore_on_failure() -> dict:
+        """Runs only when a task before the gate failed: the previous raw table and data version come back."""
+        from pipeline.orchestration import restore_data
+
+        return restore_data(get_current_context()["run_id"])
+
+    ctx = prepare()
+    data = version_data(ctx)
+    validated = validate(ctx, data)
+    gold = featurize(ctx, validated)
+    trained = train(ctx, gold)
+    evaluated = evaluate(ctx, trained)
+    registered = register(ctx, evaluated)
+    published = publish(ctx, registered)
+    pushed = push_features(ctx, published)
+    served = notify_serving(ctx, registered, pushed)
+    report(ctx, data, registered, published, pushed, served)
+    restore_on_failure().set_upstream([data, validated, gold, trained, evaluated, registered])
+
+
+churn_training()

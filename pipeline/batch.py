@@ -1,0 +1,362 @@
+"""Batch scoring: every customer of the gold layer scored by the champion, into a SQL table and Parquet.
+
+`churnops score` and the ``churn_batch_scoring`` DAG call :func:`score_customers`:
+
+1. load the champion once (``@champion`` resolved to a version) and its outlier detector;
+2. read ``<features_dir>/customers.parquet`` (id + feature columns; the label is never read) and score it
+   in chunks: churn probability, risk level (``serving.risk_levels``), anomaly flag and score;
+3. write the run's rows to the scores table (``batch.table`` in ``CHURNOPS_DATABASE_URL``: SQLite by
+   default, PostgreSQL by URL) in **one transaction** that first deletes any rows of the same run id, so a
+   retried run replaces its own rows and readers see all of a run or none of it; runs beyond
+   ``batch.keep_runs`` are deleted in the same transaction;
+4. export the run as ``<export_dir>/scores-<run>.parquet`` and ``latest.parquet`` (atomic writes);
+5. log the ``batch.top_n`` customers most at risk.
+
+Readers take the latest run with :func:`latest_run_id` and the highest risks with :func:`top_at_risk`.
+
+Anomaly flags come from the Isolation Forest of monitoring (``monitoring.outliers``) fitted on the champion's
+training reference (the artifact ``reference/reference.parquet`` of its run), with the training seed: the
+same detector for the same champion on every run.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from churnops.io import atomic_path
+from churnops.logs import get_logger, progress
+from churnops.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+log = get_logger(__name__)
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
+
+
+class BatchError(RuntimeError):
+    """Batch scoring could not run; the message names what is missing and what to do."""
+
+
+@dataclass
+class BatchResult:
+    run_id: str
+    model_version: str
+    rows: int
+    scored_at: str  # ISO 8601, UTC
+    table: str
+    database: str  # URL without password
+    parquet: str
+    latest_parquet: str
+    risk_counts: dict[str, int]
+    anomalies: int
+    top: list[dict[str, Any]] = field(default_factory=list)
+    deleted_runs: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the table -----------------------------------------------------------------------------------
+def scores_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    import sqlalchemy as sa
+
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("run_id", sa.String(128), primary_key=True),
+        sa.Column("customer_id", sa.String(64), primary_key=True),
+        sa.Column("churn_probability", sa.Float, nullable=False),
+        sa.Column("risk_level", sa.String(16), nullable=False),
+        sa.Column("anomaly", sa.Boolean, nullable=False),
+        sa.Column("anomaly_score", sa.Float, nullable=False),
+        sa.Column("model_version", sa.String(32), nullable=False),
+        sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Index(f"ix_{name}_scored_at", "scored_at"),
+        sa.Index(f"ix_{name}_run_risk", "run_id", "churn_probability"),
+    )
+
+
+def safe_db_url(url: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def engine_for(settings: Settings) -> sa.Engine:
+    """An engine on ``settings.database_url``; a SQLite file's folder is created."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # wait for a concurrent writer instead of failing at once
+        return sa.create_engine(url, connect_args={"timeout": 60})
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+# -- scoring -------------------------------------------------------------------------------------
+def _new_run_id() -> str:
+    return f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:6]}"
+
+
+def _outlier_detector(settings: Settings, version: str):
+    """The champion's Isolation Forest (monitoring.outliers), fitted on its training reference."""
+    from churnops import registry
+    from monitoring.outliers import fit_from_settings
+
+    try:
+        reference = registry.load_reference(settings, version)
+    except registry.RegistryError as exc:
+        raise BatchError(f"cannot build the anomaly detector of model version {version}: {exc}") from exc
+    return fit_from_settings(reference, settings)
+
+
+def score_frame(
+    settings: Settings, champion: Any, detector: Any, frame: pd.DataFrame, chunk_size: int
+) -> pd.DataFrame:
+    """customer_id, churn_probability, risk_level, anomaly, anomaly_score for every row of `frame`."""
+    schema = settings.schema
+    levels = settings.params.serving.risk_levels
+    n = len(frame)
+    proba = np.empty(n, dtype=np.float64)
+    anomaly_score = np.empty(n, dtype=np.float64)
+    anomaly = np.empty(n, dtype=bool)
+    starts = range(0, n, chunk_size)
+    for start in progress(starts, task="batch.score", total=len(starts)):
+        part = frame.iloc[start : start + chunk_size]
+        proba[start : start + len(part)] = champion.scorer.predict_proba_frame(part[schema.feature_columns])
+        s, flag = detector.score_frame(part[schema.feature_columns])
+        anomaly_score[start : start + len(part)] = s
+        anomaly[start : start + len(part)] = flag
+    risk = np.where(proba > levels.high, "High", np.where(proba > levels.medium, "Medium", "Low"))
+    return pd.DataFrame(
+        {
+            "customer_id": frame[schema.id_column].astype(str).to_numpy(),
+            "churn_probability": proba,
+            "risk_level": risk,
+            "anomaly": anomaly,
+            "anomaly_score": anomaly_score,
+        }
+    )
+
+
+def _write_table(
+    engine: sa.Engine,
+    table: sa.Table,
+    scores: pd.DataFrame,
+    run_id: str,
+    model_version: str,
+    scored_at: datetime,
+    chunk_size: int,
+    keep_runs: int,
+) -> list[str]:
+    """One transaction: replace this run's rows, insert the new ones, drop runs beyond `keep_runs`."""
+    import sqlalchemy as sa
+
+    table.metadata.create_all(engine, checkfirst=True)
+    deleted: list[str] = []
+    records = scores.assign(model_version=model_version, scored_at=scored_at, run_id=run_id)
+    records["anomaly"] = records["anomaly"].astype(bool)
+    with engine.begin() as conn:
+        conn.execute(table.delete().where(table.c.run_id == run_id))
+        for start in range(0, len(records), chunk_size):
+            chunk = records.iloc[start : start + chunk_size]
+            conn.execute(table.insert(), chunk.to_dict("records"))
+        runs = conn.execute(
+            sa.select(table.c.run_id, sa.func.max(table.c.scored_at).label("at"))
+            .group_by(table.c.run_id)
+            .order_by(sa.desc("at"), sa.desc(table.c.run_id))
+        ).all()
+        deleted = [r.run_id for r in runs[keep_runs:]]
+        if deleted:
+            conn.execute(table.delete().where(table.c.run_id.in_(deleted)))
+    return deleted
+
+
+def _export(
+    settings: Settings,
+    scores: pd.DataFrame,
+    run_id: str,
+    model_version: str,
+    scored_at: datetime,
+    deleted: list[str],
+) -> tuple[Path, Path]:
+    export_dir = settings.path(settings.params.batch.export_dir)
+    frame = scores.assign(model_version=model_version, scored_at=pd.Timestamp(scored_at), run_id=run_id)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    run_path = export_dir / f"scores-{safe}.parquet"
+    latest = export_dir / "latest.parquet"
+    with atomic_path(run_path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(latest) as tmp:
+        frame.to_parquet(tmp, index=False)
+    for old in deleted:
+        (export_dir / f"scores-{re.sub(r'[^A-Za-z0-9_.-]', '_', old)}.parquet").unlink(missing_ok=True)
+    return run_path, latest
+
+
+def score_customers(
+    settings: Settings, run_id: str | None = None, customers: Path | None = None, top_n: int | None = None
+) -> BatchResult:
+    """Score every customer of the gold layer with the champion; see the module docstring."""
+    import sqlalchemy as sa
+
+    from churnops import registry
+
+    cfg = settings.params.batch
+    run_id = run_id or _new_run_id()
+    if not RUN_ID_PATTERN.match(run_id):
+        raise BatchError(f"run id {run_id!r} must be 1-128 characters of letters, digits and _.:+-")
+    top_n = cfg.top_n if top_n is None else top_n
+    path = Path(customers) if customers is not None else settings.features_dir / "customers.parquet"
+    if not path.is_file():
+        raise BatchError(f"no gold layer at {path}: run the pipeline first (`churnops train`)")
+    seconds: dict[str, float] = {}
+
+    t = time.perf_counter()
+    try:
+        champion = registry.load_champion(settings)
+    except registry.NoChampionError as exc:
+        raise BatchError(str(exc)) from exc
+    detector = _outlier_detector(settings, champion.version)
+    seconds["load_model"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    schema = settings.schema
+    try:
+        frame = pd.read_parquet(path, columns=[schema.id_column, *schema.feature_columns])
+    except Exception as exc:
+        raise BatchError(
+            f"cannot read the columns of the schema from {path}: {exc} "
+            f"(rebuild the gold layer: `churnops stage featurize`)"
+        ) from exc
+    if frame.empty:
+        raise BatchError(f"{path} holds no customers")
+    scored_at = datetime.now(UTC)
+    log.info(
+        "batch.start", run_id=run_id, customers=len(frame), model_version=champion.version, source=str(path)
+    )
+    scores = score_frame(settings, champion, detector, frame, cfg.chunk_size)
+    seconds["score"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    engine = engine_for(settings)
+    table = scores_table(cfg.table, sa.MetaData())
+    try:
+        deleted = _write_table(
+            engine, table, scores, run_id, champion.version, scored_at, cfg.chunk_size, cfg.keep_runs
+        )
+    except sa.exc.SQLAlchemyError as exc:
+        raise BatchError(
+            f"writing scores to {safe_db_url(settings.database_url)} table {cfg.table} failed; "
+            f"the table was left as it was: {exc}"
+        ) from exc
+    finally:
+        engine.dispose()
+    seconds["write_table"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    run_path, latest = _export(settings, scores, run_id, champion.version, scored_at, deleted)
+    seconds["export"] = round(time.perf_counter() - t, 3)
+
+    top = scores.nlargest(top_n, "churn_probability") if top_n else scores.iloc[:0]
+    top_list = [
+        {
+            "rank": i + 1,
+            "customer_id": r.customer_id,
+            "churn_probability": round(float(r.churn_probability), 4),
+            "risk_level": r.risk_level,
+            "anomaly": bool(r.anomaly),
+        }
+        for i, r in enumerate(top.itertuples(index=False))
+    ]
+    for row in top_list:
+        log.info("batch.top_at_risk", **row)
+    counts = scores["risk_level"].value_counts()
+    result = BatchResult(
+        run_id=run_id,
+        model_version=champion.version,
+        rows=len(scores),
+        scored_at=scored_at.isoformat(timespec="seconds"),
+        table=cfg.table,
+        database=safe_db_url(settings.database_url),
+        parquet=str(run_path),
+        latest_parquet=str(latest),
+        risk_counts={lvl: int(counts.get(lvl, 0)) for lvl in ("High", "Medium", "Low")},
+        anomalies=int(scores["anomaly"].sum()),
+        top=top_list,
+        deleted_runs=deleted,
+        seconds=seconds,
+    )
+    log.info(
+        "batch.done",
+        run_id=run_id,
+        rows=result.rows,
+        model_version=result.model_version,
+        anomalies=result.anomalies,
+        **{f"risk_{k.lower()}": v for k, v in result.risk_counts.items()},
+        **{f"{k}_s": v for k, v in seconds.items()},
+    )
+    return result
+
+
+# -- reading -------------------------------------------------------------------------------------
+def latest_run_id(settings: Settings) -> str | None:
+    """The run id of the most recent scoring run in the table, or None."""
+    import sqlalchemy as sa
+
+    engine = engine_for(settings)
+    table = scores_table(settings.params.batch.table, sa.MetaData())
+    try:
+        if not sa.inspect(engine).has_table(table.name):
+            return None
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(table.c.run_id)
+                .order_by(sa.desc(table.c.scored_at), sa.desc(table.c.run_id))
+                .limit(1)
+            ).first()
+        return None if row is None else str(row.run_id)
+    finally:
+        engine.dispose()
+
+
+def top_at_risk(settings: Settings, n: int = 20, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The `n` customers with the highest churn probability in a scoring run (default: the latest)."""
+    import sqlalchemy as sa
+
+    run_id = run_id or latest_run_id(settings)
+    if run_id is None:
+        return []
+    engine = engine_for(settings)
+    table = scores_table(settings.params.batch.table, sa.MetaData())
+    try:
+        with engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(table)
+                    .where(table.c.run_id == run_id)
+                    .order_by(sa.desc(table.c.churn_probability), table.c.customer_id)
+                    .limit(n)
+                )
+                .mappings()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    return [{**dict(r), "scored_at": r["scored_at"].isoformat() if r["scored_at"] else None} for r in rows]

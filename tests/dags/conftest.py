@@ -1,0 +1,148 @@
+"""Fixtures for the DAG tests: an isolated Airflow metadata DB and project homes with a real pipeline.
+
+Airflow reads its configuration when it is first imported, so AIRFLOW_HOME and the DAGs folder are set
+here, at import, before any test module imports airflow: every DAG test in this process uses a throwaway
+SQLite metadata DB and the project's own dags/ folder.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import FAST_TRAIN, deep_merge
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+DAG_IDS = ("churn_training", "churn_drift_monitor", "churn_batch_scoring")
+ROWS = 1500
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="churnops-airflow-tests-"))
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, True)
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    }
+)
+
+# Variables that would point a test's pipeline at someone else's stores.
+ISOLATED_ENV = (
+    "CHURNOPS_HOME",
+    "CHURNOPS_PARAMS",
+    "MLFLOW_TRACKING_URI",
+    "CHURNOPS_ARTIFACT_ROOT",
+    "CHURNOPS_DVC_REMOTE",
+    "CHURNOPS_DATABASE_URL",
+    "CHURNOPS_SERVING_URL",
+    "REDIS_URL",
+    "CHURNOPS_AIRFLOW_URL",
+    "CHURNOPS_AIRFLOW_PASSWORD",
+    "CHURNOPS_AIRFLOW_DB_URL",
+)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """The metadata DB of this test session, created once (what `airflow db migrate` does)."""
+    from airflow.utils import db
+
+    db.initdb()
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def make_project(
+    root: Path, overrides: dict[str, Any] | None = None, rows: int = ROWS, seed: int = 3
+) -> Path:
+    """A project home: params.yaml (fast budgets), the repo's dvc.yaml, and an incoming generated CSV."""
+    from churnops.data.generate import generate_to_csv
+    from churnops.settings import load_settings
+
+    root.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"] = {**params["train"], **copy.deepcopy(FAST_TRAIN)}  # whole spaces: merging would mix them
+    params = deep_merge(params, {"monitoring": {"min_window": 200}})
+    params = deep_merge(params, overrides or {})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    settings = load_settings(home=root, env={})
+    generate_to_csv(settings.schema, rows=rows, seed=seed, out=root / "incoming" / "customers.csv")
+    return root
+
+
+@pytest.fixture
+def project_env(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Callable[[Path], None]:
+    """Point the process (and so the tasks dag.test() runs in it) at a project home and the test Redis."""
+
+    def _use(home: Path) -> None:
+        for var in ISOLATED_ENV:
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("CHURNOPS_HOME", str(home))
+        monkeypatch.setenv("REDIS_URL", redis_url)
+
+    return _use
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home whose pipeline ran once through the CLI path (`churnops train --data`): a champion exists."""
+    from churnops.settings import load_settings
+    from pipeline.run import run_training
+
+    home = make_project(tmp_path_factory.mktemp("trained") / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ISOLATED_ENV:
+            mp.delenv(var, raising=False)
+        settings = load_settings(home=home)
+        report = run_training(settings, home / "incoming" / "customers.csv")
+    assert report.get("promotion", {}).get("promoted"), report
+    yield home
+
+
+def dag_run_state(dr: Any) -> str:
+    return str(getattr(dr.state, "value", dr.state))
+
+
+def task_states(dr: Any) -> dict[str, str]:
+    """task_id (with [map index] for mapped tasks) -> final state of a finished dag.test() run."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = dr.get_task_instances(session=session)
+        return {
+            (f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id): str(
+                getattr(ti.state, "value", ti.state)
+            )
+            for ti in tis
+        }
+
+
+def xcom_value(dr: Any, task_id: str, key: str = "return_value") -> Any:
+    """What a task of a finished dag.test() run returned (its XCom)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key=key)
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)

@@ -1,0 +1,65 @@
+"""A real `airflow standalone` started by `pipeline.airflow_local`, churn_training triggered over the REST API
+exactly as the UI does it, followed to success, then Airflow stopped with every process of its group gone."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.dags.conftest import make_project
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_training_triggered_over_the_rest_api_registers_a_champion(tmp_path: Path, project_env) -> None:
+    from churnops import registry
+    from churnops.settings import load_settings
+    from pipeline.airflow_local import LocalAirflow, _group_alive
+
+    home = make_project(tmp_path / "home", rows=1000)
+    project_env(home)
+    local = LocalAirflow(project_home=home, port=_free_port(), parallelism=2)
+    pgid = None
+    try:
+        info = local.start(timeout_s=600)
+        pgid = info["pid"]
+        assert {"churn_training", "churn_drift_monitor", "churn_batch_scoring"} <= set(info["dags"])
+        assert info["health"]["scheduler"]["status"] == "healthy"
+        api = local.api()
+        assert api.dag("churn_training")["is_paused"] is True  # new DAGs start paused
+        # what the UI's trigger form sends: unpause, then POST a run with logical_date null and the conf
+        run = api.trigger(
+            "churn_training",
+            {
+                "data_path": "incoming/customers.csv",
+                "candidates": ["logistic_regression"],
+                "search_iterations": 1,
+                "reason": "triggered over the REST API",
+            },
+        )
+        final = api.wait_for_run("churn_training", run["dag_run_id"], timeout_s=1200, poll_s=5)
+        states = {
+            ti["task_id"]: ti["state"] for ti in api.task_instances("churn_training", run["dag_run_id"])
+        }
+        assert final["state"] == "success", (states, local.log_file.read_text()[-5000:])
+        assert states["restore_on_failure"] == "skipped"
+        report = api.xcom("churn_training", run["dag_run_id"], "report")
+        assert report["reason"] == "triggered over the REST API"
+        champion = registry.champion_info(load_settings(home=home))
+        assert champion is not None and champion["candidate"] == "logistic_regression"
+        assert report["registry"]["champion"] == champion["version"]
+    finally:
+        stopped = local.stop(timeout_s=90)
+    assert stopped
+    assert pgid is not None and not _group_alive(pgid), "every process of the standalone's group is gone"
+    assert not local.state_file.exists()
+    assert os.environ["CHURNOPS_HOME"] == str(home)

@@ -1,0 +1,155 @@
+"""Batch scoring: the churn_batch_scoring DAG and pipeline.batch with a real champion, SQLite, PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.dags.conftest import dag_run_state, task_states, xcom_value
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def scoring_home(trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the trained home (champion + gold layer) that this test may write scores into."""
+    from tests.dags.conftest import ISOLATED_ENV
+
+    for var in ISOLATED_ENV:
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    shutil.copytree(trained_home, home, symlinks=True)
+    # the copy's registry still points at the trained home's MLflow store (absolute artifact paths)
+    return home
+
+
+def _scores(settings, run_id: str | None = None) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.database_url)
+    try:
+        query = f"SELECT * FROM {settings.params.batch.table}"
+        frame = pd.read_sql(sa.text(query), engine)
+    finally:
+        engine.dispose()
+    return frame if run_id is None else frame[frame.run_id == run_id]
+
+
+def test_batch_scoring_dag_writes_every_customer_to_the_table_and_parquet_and_lists_the_top(
+    airflow_db, dagbag, scoring_home: Path, project_env
+) -> None:
+    from churnops import registry
+    from churnops.settings import load_settings
+
+    project_env(scoring_home)
+    settings = load_settings(home=scoring_home)
+    dr = dagbag.dags["churn_batch_scoring"].test(run_conf={"top_n": 5})
+
+    assert dag_run_state(dr) == "success", task_states(dr)
+    gold = pd.read_parquet(settings.features_dir / "customers.parquet")
+    scores = _scores(settings, dr.run_id)
+    assert len(scores) == len(gold) == scores.customer_id.nunique()
+    assert set(scores.customer_id) == set(gold[settings.schema.id_column].astype(str))
+    assert set(scores.model_version) == {registry.champion_version(settings)}
+    levels = settings.params.serving.risk_levels
+    for p, level in zip(scores.churn_probability, scores.risk_level, strict=True):
+        assert level == levels.level(p)
+    assert scores.anomaly.astype(bool).sum() >= 1  # contamination 1%: some customers look unusual
+    exported = pd.read_parquet(settings.path(settings.params.batch.export_dir) / "latest.parquet")
+    assert len(exported) == len(gold) and set(exported.run_id) == {dr.run_id}
+    rows = xcom_value(dr, "top_at_risk")
+    assert [r["customer_id"] for r in rows] == list(
+        scores.sort_values(["churn_probability", "customer_id"], ascending=[False, True]).customer_id[:5]
+    )
+
+
+def test_rescoring_a_run_replaces_its_rows_and_old_runs_are_pruned(scoring_home: Path) -> None:
+    import yaml
+
+    from churnops.settings import load_settings
+    from pipeline.batch import latest_run_id, score_customers, top_at_risk
+
+    params = yaml.safe_load((scoring_home / "params.yaml").read_text())
+    params["batch"]["keep_runs"] = 2
+    (scoring_home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = load_settings(home=scoring_home)
+    first = score_customers(settings, run_id="night-1")
+    again = score_customers(settings, run_id="night-1")  # a retried run
+    assert len(_scores(settings)) == first.rows == again.rows
+    score_customers(settings, run_id="night-2")
+    third = score_customers(settings, run_id="night-3")
+    assert set(_scores(settings).run_id) == {"night-2", "night-3"}
+    assert third.deleted_runs == ["night-1"]
+    export_dir = settings.path(settings.params.batch.export_dir)
+    assert sorted(p.name for p in export_dir.glob("scores-*.parquet")) == [
+        "scores-night-2.parquet",
+        "scores-night-3.parquet",
+    ]
+    assert latest_run_id(settings) == "night-3"
+    top = top_at_risk(settings, 3)
+    assert [r["customer_id"] for r in top] == [r["customer_id"] for r in third.top[:3]]
+
+
+def test_a_failed_write_leaves_the_previous_scores_untouched(scoring_home: Path) -> None:
+    from churnops.settings import load_settings
+    from pipeline.batch import BatchError, score_customers
+
+    settings = load_settings(home=scoring_home)
+    score_customers(settings, run_id="good")
+    before = _scores(settings).sort_values(["run_id", "customer_id"]).reset_index(drop=True)
+    gold = pd.read_parquet(settings.features_dir / "customers.parquet")
+    doubled = scoring_home / "doubled.parquet"  # a customer twice: the second INSERT batch violates the key
+    pd.concat([gold, gold.iloc[:1]]).to_parquet(doubled, index=False)
+    with pytest.raises(BatchError, match="left as it was"):
+        score_customers(settings, run_id="good", customers=doubled)
+    after = _scores(settings).sort_values(["run_id", "customer_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A throwaway database on the local PostgreSQL (trust auth), dropped afterwards."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    name = f"churnops_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"no PostgreSQL answers at 127.0.0.1:5432 ({exc}); start it (.ci/run does)")
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_score_command_writes_to_postgresql_by_url(scoring_home: Path, postgres_url: str) -> None:
+    import os
+
+    from churnops.settings import load_settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_"))}
+    env["CHURNOPS_DATABASE_URL"] = postgres_url
+    churnops = Path(sys.executable).parent / "churnops"
+    proc = subprocess.run(
+        [str(churnops), "--home", str(scoring_home), "score", "--run-id", "pg-1", "--top", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "most at risk:" in proc.stdout and "pg-1" in proc.stdout
+    settings = load_settings(home=scoring_home, env={"CHURNOPS_DATABASE_URL": postgres_url})
+    scores = _scores(settings)
+    assert len(scores) == len(pd.read_parquet(settings.features_dir / "customers.parquet"))
+    assert scores.anomaly.dtype == bool and str(scores.scored_at.dt.tz) == "UTC"
