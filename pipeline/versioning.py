@@ -106,7 +106,10 @@ def add_and_push(home: Path, path: Path, remote_url: str) -> str:
 
 
 def git_commit(path: Path | None = None) -> str:
-    """The commit of the code that runs (the checkout holding this package), or 'unknown'."""
+    """The commit of the code that runs: CHURNOPS_GIT_COMMIT (set in container images), else the checkout
+    holding this package (with -dirty for uncommitted changes), else 'unknown'."""
+    if os.environ.get("CHURNOPS_GIT_COMMIT"):
+        return os.environ["CHURNOPS_GIT_COMMIT"]
     where = path or Path(__file__).resolve().parent
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True)
     if proc.returncode != 0:
