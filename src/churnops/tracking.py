@@ -5,8 +5,8 @@
   (a local folder or ``s3://bucket/prefix``).
 - :func:`log_candidate_run` records one fitted candidate inside the active (child) run: params, CV / OOF /
   hold-out metrics, evaluation artifacts and plots, the search table, the reference data for drift
-  monitoring and the model itself (native sklearn flavour, skops format, explicit signature and pinned
-  requirements, so logging takes a fraction of a second).
+  monitoring and the model itself (native sklearn flavour, cloudpickle, explicit signature and pinned
+  requirements: no requirement inference).
 
 Run layout written by :func:`churnops.models.training.train_candidates`::
 
@@ -56,17 +56,13 @@ TAG_ROLE = "churnops.role"  # "pipeline" (parent) or "candidate" (child)
 TAG_MODEL_URI = "churnops.model_uri"  # models:/m-<id> of the candidate's logged model
 TAG_MODEL_ID = "churnops.model_id"
 
-# Types skops may load from a churnops model (checked at logging time, recorded in the MLmodel file).
-TRUSTED_TYPES: tuple[str, ...] = (
-    "churnops.features.FeatureEncoder",
-    "sklearn.tree._tree.Tree",
-    "xgboost.core.Booster",
-    "xgboost.sklearn.XGBClassifier",
-)
-
 # Distributions a logged model needs at load time (pinned to what is installed).
-_REQUIREMENTS = ("churnops", "mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy",
+_REQUIREMENTS = ("churnops", "mlflow", "scikit-learn", "cloudpickle", "numpy", "pandas", "scipy",
                  "xgboost-cpu", "xgboost")
+# cloudpickle, not skops: importing skops.io and listing a pipeline's types costs seconds per model
+# (minutes on a loaded machine), and skops reads its trusted-type list from the model itself, so it
+# would add no safety here. The registry's artifact store is trusted infrastructure.
+SERIALIZATION_FORMAT = "cloudpickle"
 
 
 class TrackingError(RuntimeError):
@@ -126,28 +122,20 @@ def signature_frame(X: pd.DataFrame, settings: Settings) -> pd.DataFrame:  # noq
 
 
 def log_model(pipeline: Pipeline, X_sample: pd.DataFrame, settings: Settings) -> ModelInfo:  # noqa: N803
-    """Log the fitted pipeline as ``model`` in the active run (sklearn flavour, skops format).
+    """Log the fitted pipeline as ``model`` in the active run (sklearn flavour, cloudpickle).
 
-    pyfunc's predict is the pipeline's ``predict_proba`` (column 1 = churn probability).
+    pyfunc's predict is the pipeline's ``predict_proba`` (column 1 = churn probability). The model
+    needs the ``churnops`` package importable where it is loaded (its first step is the FeatureEncoder).
     """
     import mlflow
-    import skops.io
     from mlflow.models import infer_signature
 
-    untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
-    unexpected = sorted(untrusted - set(TRUSTED_TYPES))
-    if unexpected:
-        raise TrackingError(
-            f"the model pipeline holds types {unexpected} that churnops does not trust for loading; "
-            f"add them to churnops.tracking.TRUSTED_TYPES if they are safe"
-        )
     example = signature_frame(X_sample.head(5), settings)
     signature = infer_signature(example, pipeline.predict_proba(example))
     return mlflow.sklearn.log_model(
         pipeline,
         name=MODEL_NAME_IN_RUN,
-        serialization_format="skops",
-        skops_trusted_types=sorted(untrusted),
+        serialization_format=SERIALIZATION_FORMAT,
         signature=signature,
         input_example=example,
         pip_requirements=pip_requirements(),

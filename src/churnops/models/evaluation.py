@@ -134,3 +134,22 @@ def feature_importance(pipeline: Pipeline) -> pd.Series:
         raise ValueError(f"{kind} has {len(values)} importances for {len(names)} encoded features")
     series = pd.Series(values, index=names, name=kind_label)
     return series.sort_values(ascending=False, kind="stable")
+
+
+def curve_points(y_true: Any, proba: Any, threshold: float) -> dict[str, list[dict[str, float | int]]]:
+    """Plot data for DVC (``dvc plots``): ROC (fpr, tpr), precision-recall (recall, precision) and the
+    confusion records (actual, predicted) at `threshold`, each a list of flat dicts ready for JSON."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(proba, dtype=float)
+    fpr, tpr, roc_thr = roc_curve(y, p)
+    precision, recall, pr_thr = precision_recall_curve(y, p)
+    pred = predict_labels(p, threshold)
+    return {
+        "roc": [{"fpr": float(a), "tpr": float(b), "threshold": float(min(t, 1.0))}
+                for a, b, t in zip(fpr, tpr, roc_thr, strict=True)],
+        "precision_recall": [{"recall": float(r), "precision": float(q), "threshold": float(t)}
+                             for r, q, t in zip(recall[:-1], precision[:-1], pr_thr, strict=True)],
+        "confusion": [{"actual": int(a), "predicted": int(b)} for a, b in zip(y, pred, strict=True)],
+    }

@@ -171,6 +171,7 @@ def train_candidates(
             with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=True,
                                   tags={**common_tags, TAG_ROLE: "candidate", TAG_CANDIDATE: name}) as child:
                 search = search_candidate(name, train_X, train_y, settings)
+                logged_at = time.perf_counter()
                 evaluation = evaluate(search.pipeline, test_X, test_y, search.threshold)
                 importance = feature_importance(search.pipeline)
                 info = log_candidate_run(
@@ -187,7 +188,7 @@ def train_candidates(
                     oof_metrics=search.oof_metrics,
                     holdout_metrics=evaluation.metrics,
                     confusion_matrix=evaluation.confusion_matrix,
-                    seconds=dict(search.seconds),
+                    seconds={**search.seconds, "evaluate_and_log": time.perf_counter() - logged_at},
                 ))
                 log.info("train.candidate", candidate=name, run_id=child.info.run_id,
                          threshold=round(search.threshold, 4),

@@ -1,0 +1,154 @@
+"""Search spaces from params.yaml, the randomized CV search, and the out-of-fold threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from churnops.models.search import (
+    SearchSpaceError,
+    choose_threshold,
+    parse_space,
+    parse_spec,
+    search_candidate,
+)
+from churnops.settings import load_settings
+from tests.models.conftest import LABEL, REPO
+
+
+def _samples(dist, n=2000):
+    return dist.rvs(size=n, random_state=np.random.default_rng(0))
+
+
+# -- spec forms ----------------------------------------------------------------------------------
+def test_log_uniform_spec_samples_within_bounds_on_a_log_scale() -> None:
+    dist = parse_spec({"log_uniform": [0.01, 100.0]}, key="k")
+    x = _samples(dist)
+    assert x.min() >= 0.01 and x.max() <= 100.0
+    # log-uniform: each decade holds about a quarter of the draws
+    assert 0.2 < np.mean(x < 0.1) < 0.3 and 0.2 < np.mean(x > 10) < 0.3
+
+
+def test_uniform_spec_samples_within_bounds() -> None:
+    x = _samples(parse_spec({"uniform": [0.6, 1.0]}, key="k"))
+    assert x.min() >= 0.6 and x.max() <= 1.0
+    assert abs(x.mean() - 0.8) < 0.02
+
+
+def test_int_uniform_spec_includes_both_bounds() -> None:
+    x = _samples(parse_spec({"int_uniform": [3, 5]}, key="k"))
+    assert set(np.unique(x)) == {3, 4, 5}
+
+
+def test_choice_spec_keeps_values_including_none() -> None:
+    assert parse_spec({"choice": ["balanced", None]}, key="k") == ["balanced", None]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"gaussian": [0, 1]}, "unknown search spec form 'gaussian'"),
+        ({"uniform": [0, 1], "choice": [1]}, "exactly one of"),
+        (5, "exactly one of"),
+        ({"uniform": [1.0, 1.0]}, "low < high"),
+        ({"uniform": [2.0, 1.0]}, "low < high"),
+        ({"uniform": [0.0]}, "two numbers"),
+        ({"uniform": ["a", "b"]}, "two numbers"),
+        ({"log_uniform": [0.0, 1.0]}, "0 < low"),
+        ({"int_uniform": [1.5, 4]}, "two integers"),
+        ({"choice": []}, "non-empty list"),
+        ({"choice": "balanced"}, "non-empty list"),
+    ],
+)
+def test_malformed_spec_is_rejected_naming_the_key(spec, message) -> None:
+    with pytest.raises(SearchSpaceError) as err:
+        parse_spec(spec, key="train.search_spaces.xgboost.max_depth")
+    assert "train.search_spaces.xgboost.max_depth" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_unknown_hyperparameter_name_is_rejected_naming_key_and_candidate() -> None:
+    with pytest.raises(SearchSpaceError) as err:
+        parse_space("random_forest", {"n_estimators": {"choice": [10]}, "learning_rate": {"choice": [0.1]}})
+    text = str(err.value)
+    assert "train.search_spaces.random_forest" in text and "'learning_rate'" in text
+    assert "n_estimators" in text  # lists what the estimator accepts
+
+
+def test_space_keys_address_the_model_step() -> None:
+    space = parse_space("logistic_regression", {"C": {"log_uniform": [0.1, 10]},
+                                                 "class_weight": {"choice": ["balanced", None]}})
+    assert set(space) == {"model__C", "model__class_weight"}
+    assert isinstance(space["model__C"], stats._distn_infrastructure.rv_continuous_frozen)
+
+
+def test_every_search_space_in_params_yaml_parses() -> None:
+    settings = load_settings(home=REPO, env={})
+    train = settings.params.train
+    for candidate in train.candidates:
+        space = parse_space(candidate, train.search_spaces[candidate])
+        assert space, candidate
+        # class imbalance is part of every real search space
+        assert {"model__class_weight", "model__scale_pos_weight"} & set(space), candidate
+
+
+# -- threshold -----------------------------------------------------------------------------------
+def test_threshold_maximises_f1_by_hand() -> None:
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.9])
+    # churn if p >= t; t=0.35 -> tp 4, fp 1, fn 0 -> F1 = 8/9; t=0.6 -> tp 3, fp 0, fn 1 -> 6/7; others lower
+    threshold, f1 = choose_threshold(y, p)
+    assert threshold == pytest.approx(0.35)
+    assert f1 == pytest.approx(8 / 9)
+
+
+def test_threshold_needs_both_classes() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])
+
+
+# -- the search ----------------------------------------------------------------------------------
+def test_search_threshold_comes_from_out_of_fold_predictions_on_the_same_folds(
+    model_settings, synthetic_split
+) -> None:
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from churnops.models.candidates import build_pipeline
+
+    train, _ = synthetic_split(model_settings.schema, n=800)
+    X, y = train[model_settings.schema.feature_columns], train[LABEL].to_numpy()
+    result = search_candidate("logistic_regression", X, y, model_settings)
+
+    cfg = model_settings.params.train
+    folds = StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    oof = cross_val_predict(build_pipeline("logistic_regression", model_settings.schema, seed=cfg.seed,
+                                           params=result.best_params),
+                            X, y, cv=folds, method="predict_proba")[:, 1]
+    np.testing.assert_allclose(result.oof_proba, oof, rtol=1e-6)
+    assert result.threshold == pytest.approx(choose_threshold(y, oof)[0])
+    assert len(result.cv_results) == cfg.search_iterations["logistic_regression"]
+    assert result.cv_results.loc[0, "rank"] == 1
+    assert result.best_params["C"] == pytest.approx(result.cv_results.loc[0, "C"])
+    assert set(result.cv_metrics) == {"roc_auc", "average_precision", "f1"}
+    assert result.oof_metrics["f1"] == pytest.approx(choose_threshold(y, oof)[1])
+
+
+def test_search_keeps_threshold_half_when_tuning_is_off(make_model_home, tmp_path, synthetic_split) -> None:
+    settings = make_model_home(tmp_path / "h", {"evaluate": {"tune_threshold": False}})
+    train, _ = synthetic_split(settings.schema, n=600)
+    result = search_candidate("logistic_regression", train[settings.schema.feature_columns],
+                              train[LABEL], settings)
+    assert result.threshold == 0.5
+
+
+def test_xgboost_search_runs_single_threaded_and_refit_model_predicts_with_one_thread(
+    model_settings, synthetic_split
+) -> None:
+    train, _ = synthetic_split(model_settings.schema, n=600)
+    result = search_candidate("xgboost", train[model_settings.schema.feature_columns], train[LABEL],
+                              model_settings)
+    model = result.pipeline.named_steps["model"]
+    assert model.get_params()["tree_method"] == "hist"
+    assert model.get_params()["n_jobs"] == 1
+    assert model.get_params()["n_estimators"] == 80  # FAST_TRAIN's only choice
