@@ -2,11 +2,11 @@
 
 Every interval (env `CHURNOPS_DRIFT_SCHEDULE`, a cron expression or preset; default `@hourly`):
 
-`read_window` (the latest rows of the prediction log that `/predict` writes) → `drift_tests` (KS on numeric,
-chi-squared on categorical features against the champion's training reference, multiple-testing correction
-and effect-size floor; reports `drift.json` and `drift.html`) → `alert_on_call` → `decide_retraining`
-(cooldown `monitoring.retrain.cooldown_s`, recorded in the trigger log) → `trigger_training`
-(`churn_training` with the drift report as its configuration).
+`drift_tests` (the latest rows of the prediction log that `/predict` writes, tested against the champion's
+training reference: KS on numeric, chi-squared on categorical features, multiple-testing correction and
+effect-size floor; reports `drift.json` and `drift.html`; `monitoring.run.run_check`) → `alert_on_call`
+→ `decide_retraining` (cooldown `monitoring.retrain.cooldown_s`, recorded in the trigger log) →
+`trigger_training` (`churn_training` with the drift report as its configuration).
 
 No drift: the run ends green after `drift_tests` (the rest is skipped). Not enough rows in the window, or
 no champion yet: `drift_tests` is *skipped*, not failed. docs/monitoring.md explains the tests.
@@ -75,21 +75,14 @@ def _trigger_failed(context) -> None:
 )
 def churn_drift_monitor():
     @task
-    def read_window() -> dict:
-        """The latest rows of the prediction log, saved as Parquet for the tests."""
-        context = get_current_context()
-        from pipeline.orchestration import read_prediction_window
-
-        return read_prediction_window(_settings(), context["run_id"], context["params"].get("last_n"))
-
-    @task
-    def drift_tests(window: dict) -> dict:
-        """Champion's reference vs the window; skipped when there is not enough data or no champion."""
+    def drift_tests() -> dict:
+        """The latest prediction-log window vs the champion's reference; skipped without data or champion."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipeline.orchestration import drift_tests
 
-        result = drift_tests(_settings(), get_current_context()["run_id"], window)
+        context = get_current_context()
+        result = drift_tests(_settings(), context["run_id"], context["params"].get("last_n"))
         if result["status"] in ("not_enough_data", "no_champion"):
             raise AirflowSkipException(result["message"])
         return result
@@ -118,8 +111,7 @@ def churn_drift_monitor():
             raise AirflowSkipException(f"no retraining: {decision['reason']}")
         return decision
 
-    window = read_window()
-    result = drift_tests(window)
+    result = drift_tests()
     alerted = alert_on_call(result)
     decision = decide_retraining(result, alerted)
     drift_found(result) >> alerted

@@ -20,8 +20,15 @@ def _local(
 ):
     from pipeline.airflow_local import LocalAirflow
 
+    settings = app.settings
+    extra_env = {"CHURNOPS_PARAMS": str(settings.params_path)}  # tasks read the same params file
     return LocalAirflow.from_env(
-        app.settings.home, port=port, db_url=db_url, parallelism=parallelism, dags_folder=dags_folder
+        settings.home,
+        port=port,
+        db_url=db_url,
+        parallelism=parallelism,
+        dags_folder=dags_folder,
+        extra_env=extra_env,
     )
 
 
@@ -61,7 +68,7 @@ def airflow() -> None:
     "--timeout",
     "timeout_s",
     type=click.FloatRange(10),
-    default=240,
+    default=600,
     show_default=True,
     help="Seconds to wait for Airflow to report healthy.",
 )

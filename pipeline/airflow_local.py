@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from churnops.io import write_json_atomic, write_text_atomic
+from churnops.io import write_json_atomic
 from churnops.logs import get_logger
 
 log = get_logger(__name__)
@@ -332,8 +332,7 @@ class LocalAirflow:
         password = wanted or current or secrets.token_urlsafe(12)
         if password != current:
             self.home.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.password_file, json.dumps({ADMIN_USER: password}) + "\n")
-            os.chmod(self.password_file, 0o600)
+            _write_private(self.password_file, json.dumps({ADMIN_USER: password}) + "\n")
         return password
 
     def api(self, timeout_s: float = 10.0) -> AirflowAPI:
@@ -347,7 +346,7 @@ class LocalAirflow:
         env = dict(os.environ if base is None else base)
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        env.setdefault("CHURNOPS_HOME", str(self.project_home))
+        env["CHURNOPS_HOME"] = str(self.project_home)  # the tasks work on this project
         env.setdefault("DVC_NO_ANALYTICS", "1")
         env.setdefault("TRANSFORMERS_VERBOSITY", "error")
         env["PYTHONUNBUFFERED"] = "1"  # standalone.log shows each line as it is written
@@ -401,7 +400,7 @@ class LocalAirflow:
     # lifecycle ------------------------------------------------------------------------------
     def start(
         self,
-        timeout_s: float = 240,
+        timeout_s: float = 600,
         wait_dags: Iterable[str] = PROJECT_DAGS,
         progress: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
@@ -549,6 +548,20 @@ class LocalAirflow:
         except AirflowLocalError as exc:
             out["error"] = str(exc)
         return out
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret atomically, readable by its owner only from the first byte."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _safe_db_url(url: str) -> str:

@@ -14,9 +14,10 @@
 
 Readers take the latest run with :func:`latest_run_id` and the highest risks with :func:`top_at_risk`.
 
-Anomaly flags come from the Isolation Forest of monitoring (``monitoring.outliers``) fitted on the champion's
-training reference (the artifact ``reference/reference.parquet`` of its run), with the training seed: the
-same detector for the same champion on every run.
+Anomaly flags come from the champion's Isolation Forest (:mod:`churnops.outliers`): the one logged with its
+run (``outliers/isolation_forest.npz``), or, for models logged without it, one fitted on the run's training
+reference (``reference/reference.parquet``) with the training seed: the same detector for the same champion
+on every run.
 """
 
 from __future__ import annotations
@@ -114,15 +115,41 @@ def _new_run_id() -> str:
     return f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:6]}"
 
 
-def _outlier_detector(settings: Settings, version: str):
-    """The champion's Isolation Forest (monitoring.outliers), fitted on its training reference."""
-    from churnops import registry
-    from monitoring.outliers import fit_from_settings
+OUTLIER_ARTIFACT = "outliers/isolation_forest.npz"  # logged with each candidate run (churnops.outliers)
 
+
+def _outlier_detector(settings: Settings, champion: Any):  # -> churnops.outliers.OutlierDetector
+    """The champion's Isolation Forest: the one logged with its run, else fitted on its training reference."""
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from churnops import registry
+    from churnops.outliers import OutlierDetector, fit_from_settings
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    logged = {a.path for a in client.list_artifacts(champion.run_id, str(Path(OUTLIER_ARTIFACT).parent))}
+    if OUTLIER_ARTIFACT in logged:
+        with tempfile.TemporaryDirectory(prefix="churnops-outliers-") as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=champion.run_id,
+                artifact_path=OUTLIER_ARTIFACT,
+                dst_path=tmp,
+                tracking_uri=settings.mlflow_tracking_uri,
+            )
+            return OutlierDetector.load(path)
+    log.info(
+        "batch.outliers_fitted",
+        model_version=champion.version,
+        reason=f"run {champion.run_id} has no {OUTLIER_ARTIFACT}: fitted on its training reference",
+    )
     try:
-        reference = registry.load_reference(settings, version)
+        reference = registry.load_reference(settings, champion.version)
     except registry.RegistryError as exc:
-        raise BatchError(f"cannot build the anomaly detector of model version {version}: {exc}") from exc
+        raise BatchError(
+            f"cannot build the anomaly detector of model version {champion.version}: {exc}"
+        ) from exc
     return fit_from_settings(reference, settings)
 
 
@@ -233,7 +260,7 @@ def score_customers(
         champion = registry.load_champion(settings)
     except registry.NoChampionError as exc:
         raise BatchError(str(exc)) from exc
-    detector = _outlier_detector(settings, champion.version)
+    detector = _outlier_detector(settings, champion)
     seconds["load_model"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()

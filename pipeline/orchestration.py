@@ -497,37 +497,19 @@ def clean_staged_layers(ctx: dict[str, Any]) -> None:
 
 # -- drift monitor (churn_drift_monitor) ---------------------------------------------------------
 def drift_run_dir(settings: Settings, run_id: str) -> Path:
-    """Where a drift-monitor run keeps its window and reports: <reports>/drift/runs/<run id>/."""
+    """Where a drift-monitor run writes its reports: <reports>/drift/runs/<run id>/."""
     return settings.reports_dir / "drift" / "runs" / safe_run_id(run_id)
 
 
-def read_prediction_window(settings: Settings, run_id: str, last_n: int | None = None) -> dict[str, Any]:
-    """Read the latest prediction-log window (default: monitoring.window_last_n rows) into a Parquet file."""
-    from monitoring.sources import prediction_log_current
+def drift_tests(settings: Settings, run_id: str, last_n: int | None = None) -> dict[str, Any]:
+    """The latest prediction-log window against the champion's training reference (monitoring.run.run_check,
+    without its alerting and retraining: the DAG runs those as their own tasks).
 
-    sample = prediction_log_current(settings, last_n=last_n)
-    path = drift_run_dir(settings, run_id) / "window.parquet"
-    with atomic_path(path) as tmp:
-        sample.frame.to_parquet(tmp, index=False)
-    log.info(
-        "drift.window",
-        rows=len(sample.frame),
-        path=str(path),
-        **{k: v for k, v in sample.description.items() if isinstance(v, str | int | float)},
-    )
-    return {"path": str(path), "rows": len(sample.frame), "source": sample.description}
-
-
-def drift_tests(settings: Settings, run_id: str, window: dict[str, Any]) -> dict[str, Any]:
-    """Test the window against the champion's training reference; write drift.json and drift.html.
-
-    Returns the result as a dict (``status``: drift | no_drift | not_enough_data) plus the report paths.
-    No champion yet: ``status`` ``no_champion`` (nothing to compare with).
+    Returns the result as a dict (``status``: drift | no_drift | not_enough_data) with the report paths;
+    ``no_champion`` when no model holds @champion yet (nothing to compare with).
     """
     from churnops import registry
-    from monitoring.detect import DriftConfig, DriftDetector
-    from monitoring.report import write_reports
-    from monitoring.sources import champion_reference, file_current
+    from monitoring.run import run_check
 
     if registry.champion_version(settings) is None:
         return {
@@ -535,16 +517,10 @@ def drift_tests(settings: Settings, run_id: str, window: dict[str, Any]) -> dict
             "drift": False,
             "message": "no model holds @champion yet: nothing to compare the window with",
         }
-    ref = champion_reference(settings)
-    cur = file_current(settings, Path(window["path"]))
-    detector = DriftDetector.from_schema(
-        ref.frame,
-        settings.schema,
-        DriftConfig.from_settings(settings.params.monitoring),
-        reference_version=ref.version,
+    outcome = run_check(
+        settings, last_n=last_n, out_dir=drift_run_dir(settings, run_id), alert=False, retrain=False
     )
-    result = detector.check(cur.frame, source={**window.get("source", {}), "reference": ref.description})
-    json_path, html_path = write_reports(result, drift_run_dir(settings, run_id), ref.frame, cur.frame)
+    result = outcome.result
     log.info(
         "drift.result",
         status=result.status,
@@ -553,12 +529,7 @@ def drift_tests(settings: Settings, run_id: str, window: dict[str, Any]) -> dict
         reference_version=result.reference_version,
         message=result.message,
     )
-    return {
-        **result.to_dict(),
-        "summary": result.summary(),
-        "report_json": str(json_path),
-        "report_html": str(html_path),
-    }
+    return {**result.to_dict(), "report_json": str(outcome.json_path), "report_html": str(outcome.html_path)}
 
 
 def _drift_result(doc: dict[str, Any]):  # -> monitoring.detect.DriftResult
@@ -623,22 +594,19 @@ def decide_retraining(settings: Settings, result: dict[str, Any]) -> dict[str, A
     should run now, else ``{"trigger": False, "reason"}``.
     """
     from monitoring.retrain import RetrainTrigger
+    from monitoring.run import CheckOutcome
     from monitoring.state import StateDB
 
     retrain = settings.params.monitoring.retrain
     if not retrain.enabled:
         return {"trigger": False, "reason": "monitoring.retrain.enabled is false"}
-    summary = result["summary"]
-    effects = ", ".join(f"{k} {v:.3f}" for k, v in summary["effect_sizes"].items())
-    reason = (
-        f"input drift in {', '.join(summary['drifted_features'])} (effect sizes {effects}) on a window of "
-        f"{summary['window_size']} rows against model version {summary.get('reference_version') or '-'}"
-    )
+    conf = CheckOutcome(_drift_result(result), Path(result["report_json"]), Path(result["report_html"])).conf
+    reason = conf.pop("reason")
     stand_in = _OperatorTrigger()
     trigger = RetrainTrigger(
         StateDB(settings.path(settings.params.monitoring.state_db)), retrain, client_factory=lambda: stand_in
     )
-    decision = trigger.maybe_trigger(reason, {"drift": summary, "report": result.get("report_json")})
+    decision = trigger.maybe_trigger(reason, conf)
     if decision.status != "triggered" or stand_in.request is None:
         return {"trigger": False, "reason": decision.reason, "status": decision.status}
     return {"trigger": True, "trigger_id": decision.id, "reason": reason, **stand_in.request}

@@ -57,6 +57,10 @@ def test_training_triggered_over_the_rest_api_registers_a_champion(tmp_path: Pat
         champion = registry.champion_info(load_settings(home=home))
         assert champion is not None and champion["candidate"] == "logistic_regression"
         assert report["registry"]["champion"] == champion["version"]
+        # task logs carry churnops' structured fields, not just event names
+        logs = "\n".join(p.read_text(errors="replace") for p in (local.home / "logs").rglob("*.log"))
+        assert "data.versioned" in logs and "data_version=" in logs
+        assert "register.done" in logs and "promoted=True" in logs
     finally:
         stopped = local.stop(timeout_s=90)
     assert stopped

@@ -105,7 +105,6 @@ def test_training_dag_candidates_match_the_settings_model(dagbag) -> None:
 def test_drift_monitor_alerts_then_triggers_training_after_the_cooldown_decision(dagbag) -> None:
     dag = dagbag.dags["churn_drift_monitor"]
     assert {
-        ("read_window", "drift_tests"),
         ("drift_tests", "drift_found"),
         ("drift_found", "alert_on_call"),
         ("alert_on_call", "decide_retraining"),
