@@ -13,6 +13,11 @@ CHURNOPS_ARTIFACT_ROOT where new experiments keep artifacts (default: $CHURNOPS_
 CHURNOPS_DVC_REMOTE    default DVC remote (default: $CHURNOPS_HOME/.dvc-storage, or s3://bucket/prefix)
 REDIS_URL              feature store and prediction log (default: redis://127.0.0.1:6379/0)
 CHURNOPS_DATABASE_URL  batch scores table (default: sqlite:///$CHURNOPS_HOME/data/scores/scores.db)
+CHURNOPS_AIRFLOW_URL, CHURNOPS_AIRFLOW_USER, CHURNOPS_AIRFLOW_PASSWORD
+                       Airflow REST API that drift monitoring triggers retraining through (read by
+                       monitoring.retrain when it triggers; secrets never enter Settings)
+monitoring.alerts.channels[].url_env
+                       names the variable holding each alert webhook URL (e.g. CHURNOPS_SLACK_WEBHOOK_URL)
 """
 
 from __future__ import annotations
@@ -209,6 +214,67 @@ class BatchSettings(_Strict):
     chunk_size: int = Field(10_000, ge=100)  # rows per INSERT batch
 
 
+class OutlierSettings(_Strict):
+    n_estimators: int = Field(100, ge=1)
+    max_samples: int = Field(256, ge=2)  # rows drawn per tree (the paper's psi)
+    contamination: float = Field(0.01, gt=0, le=0.5)  # share of reference rows flagged (sets the threshold)
+    range_margin: float = Field(0.1, ge=0)  # also flag values beyond the reference range +- this share of it
+
+
+class AlertChannelSettings(_Strict):
+    """One alert channel. HTTP channels read their URL from an environment variable (webhook URLs are
+    secrets); a channel whose variable is unset is skipped with a warning."""
+
+    name: str
+    type: Literal["log", "webhook", "slack", "alertmanager"]
+    url_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> AlertChannelSettings:
+        if self.type != "log" and not self.url_env:
+            raise ValueError(f"alert channel {self.name!r} of type {self.type} needs url_env")
+        return self
+
+
+class AlertSettings(_Strict):
+    channels: list[AlertChannelSettings] = Field(
+        default_factory=lambda: [AlertChannelSettings(name="log", type="log")])
+    cooldown_s: float = Field(21_600, ge=0)  # same alert again within this window: suppressed
+    timeout_s: float = Field(5, gt=0)  # per HTTP request
+    attempts: int = Field(3, ge=1)  # delivery attempts per run before the alert waits in the outbox
+    backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles on every failed attempt
+    max_backoff_s: float = Field(900, ge=0)  # cap of the persisted delay before the next attempt
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertSettings:
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise ValueError("alert channel names must be unique")
+        return self
+
+
+class RetrainSettings(_Strict):
+    enabled: bool = True
+    cooldown_s: float = Field(86_400, ge=0)  # at most one retraining trigger per window
+    dag_id: str = "churn_training"
+    timeout_s: float = Field(10, gt=0)
+
+
+class MonitoringSettings(_Strict):
+    backend: Literal["alibi", "scipy"] = "scipy"
+    p_value: float = Field(0.05, gt=0, lt=1)
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    min_window: int = Field(500, ge=2)
+    min_shift_sd: float = Field(0.1, ge=0)  # numeric floor: Wasserstein-1 / reference std
+    min_category_shift: float = Field(0.05, ge=0, le=1)
+    window_last_n: int = Field(5000, ge=1)
+    state_db: Path = Path("data/monitoring/state.sqlite")
+    outliers: OutlierSettings = OutlierSettings()
+    alerts: AlertSettings = AlertSettings()
+    retrain: RetrainSettings = RetrainSettings()
+
+
 class Params(_Strict):
     """The content of params.yaml."""
 
@@ -224,6 +290,7 @@ class Params(_Strict):
     serving: ServingSettings = ServingSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     batch: BatchSettings = BatchSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
 
 class Settings(BaseModel):
