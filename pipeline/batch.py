@@ -115,34 +115,20 @@ def _new_run_id() -> str:
     return f"cli__{datetime.now(UTC):%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:6]}"
 
 
-OUTLIER_ARTIFACT = "outliers/isolation_forest.npz"  # logged with each candidate run (churnops.outliers)
 
 
 def _outlier_detector(settings: Settings, champion: Any):  # -> churnops.outliers.OutlierDetector
     """The champion's Isolation Forest: the one logged with its run, else fitted on its training reference."""
-    import tempfile
-
-    import mlflow
-    from mlflow import MlflowClient
-
     from churnops import registry
-    from churnops.outliers import OutlierDetector, fit_from_settings
+    from churnops.outliers import fit_from_settings
 
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    logged = {a.path for a in client.list_artifacts(champion.run_id, str(Path(OUTLIER_ARTIFACT).parent))}
-    if OUTLIER_ARTIFACT in logged:
-        with tempfile.TemporaryDirectory(prefix="churnops-outliers-") as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=champion.run_id,
-                artifact_path=OUTLIER_ARTIFACT,
-                dst_path=tmp,
-                tracking_uri=settings.mlflow_tracking_uri,
-            )
-            return OutlierDetector.load(path)
+    logged = registry.load_outlier_detector(settings, champion.version, run_id=champion.run_id)
+    if logged is not None:
+        return logged
     log.info(
         "batch.outliers_fitted",
         model_version=champion.version,
-        reason=f"run {champion.run_id} has no {OUTLIER_ARTIFACT}: fitted on its training reference",
+        reason=f"run {champion.run_id} has no logged outlier detector: fitted on its training reference",
     )
     try:
         reference = registry.load_reference(settings, champion.version)

@@ -330,6 +330,25 @@ def load_reference(settings: Settings, version: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
+def load_outlier_detector(settings: Settings, version: str, run_id: str | None = None):
+    """The Isolation Forest logged with a version's run (churnops.outliers.OutlierDetector), or None when
+    the run predates it (then callers can fit one on :func:`load_reference`)."""
+    import mlflow
+
+    from churnops.outliers import OutlierDetector
+    from churnops.tracking import OUTLIER_ARTIFACT
+
+    client = _client(settings)
+    run_id = run_id or _version(client, _name(settings), version).run_id
+    folder = OUTLIER_ARTIFACT.rsplit("/", 1)[0]
+    if OUTLIER_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory(prefix="churnops-outliers-") as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=OUTLIER_ARTIFACT,
+                                                   dst_path=tmp, tracking_uri=settings.mlflow_tracking_uri)
+        return OutlierDetector.load(path)
+
+
 # -- the promotion gate --------------------------------------------------------------------------
 def _score(model: ChampionModel, X: pd.DataFrame, y: np.ndarray, metric: str) -> float:  # noqa: N803
     from churnops.models.evaluation import classification_metrics

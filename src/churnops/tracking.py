@@ -45,6 +45,7 @@ log = get_logger(__name__)
 EXPERIMENT_NAME = "churnops"
 MODEL_NAME_IN_RUN = "model"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
+OUTLIER_ARTIFACT = "outliers/isolation_forest.npz"  # an OutlierDetector fitted on the reference
 REFERENCE_MAX_ROWS = 20_000
 
 # Tags on runs (and, for the first four, on registered model versions).
@@ -237,8 +238,14 @@ def log_candidate_run(
         for sub in ("evaluation", "plots", "search"):
             mlflow.log_artifacts(str(root / sub), artifact_path=sub)
         reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-        reference_sample(train_X, settings).to_parquet(reference, index=False)
+        sample = reference_sample(train_X, settings)
+        sample.to_parquet(reference, index=False)
         mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+        # The outlier detector travels with the model, fitted on the same reference drift monitoring uses.
+        from churnops.outliers import fit_from_settings
+
+        detector_path = fit_from_settings(sample, settings).save(Path(tmp) / Path(OUTLIER_ARTIFACT).name)
+        mlflow.log_artifact(str(detector_path), artifact_path=str(Path(OUTLIER_ARTIFACT).parent))
     info = log_model(search.pipeline, train_X, settings)
     mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_MODEL_ID: info.model_id})
     return info

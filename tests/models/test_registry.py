@@ -154,6 +154,18 @@ def test_load_reference_returns_the_training_features(story) -> None:
     assert len(reference) == len(story.train)
 
 
+def test_each_version_carries_an_outlier_detector_fitted_on_its_reference(story) -> None:
+    detector = registry.load_outlier_detector(story.settings, "2")
+    assert detector is not None
+    reference = registry.load_reference(story.settings, "2")
+    scores, flags = detector.score_frame(reference.head(200))
+    assert len(scores) == 200 and np.isfinite(scores).all()
+    assert flags.mean() < 0.2  # training rows are mostly normal
+    odd = reference.head(1).copy()
+    odd["Credit_Limit"] = 900_000.0
+    assert detector.score_records(odd.to_dict("records"))[0].to_dict()["is_outlier"] is True
+
+
 def test_cli_champion_json(story) -> None:
     from churnops.cli import main
 
