@@ -22,7 +22,6 @@ Import is cheap: mlflow is imported inside the functions.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -249,7 +248,3 @@ def log_candidate_run(
     info = log_model(search.pipeline, train_X, settings)
     mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_MODEL_ID: info.model_id})
     return info
-
-
-def summary_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, default=str) + "\n"
