@@ -14,6 +14,12 @@ fi
 
 say "syncing .venv from uv.lock"
 uv sync --frozen --quiet
+# Compiled bytecode once: without it every process (each CLI call, DVC stage, joblib worker, gunicorn worker)
+# recompiles its imports, which costs seconds per process where PYTHONDONTWRITEBYTECODE is set.
+if [ ! -d .venv/lib/python3.11/site-packages/mlflow/__pycache__ ]; then
+  say "compiling the environment's bytecode (once)"
+  uv sync --frozen --quiet --compile-bytecode
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 # Local services: start the ones that do not answer, when their binaries exist.
