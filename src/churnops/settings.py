@@ -197,11 +197,22 @@ class ServingSettings(_Strict):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     reload_interval_s: float = Field(10, gt=0)
     prediction_log_maxlen: int = Field(1_000_000, ge=1000)
+    prediction_log_buffer: int = Field(10_000, ge=1)  # rows held in memory while Redis is unreachable
+    explain_top_k: int = Field(5, ge=1)  # features listed on each side by ?explain=true
+    # gunicorn (`churnops serve`): sync workers when threads == 1, gthread otherwise
+    workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+    timeout_s: int = Field(30, ge=1)  # a worker silent this long is killed and replaced
+    graceful_timeout_s: int = Field(30, ge=1)  # in-flight requests get this long on shutdown/restart
+    keepalive_s: int = Field(5, ge=0)
 
 
 class FeatureStoreSettings(_Strict):
-    namespace: str = "churnops"
+    namespace: str = Field("churnops", pattern=r"^[A-Za-z0-9_.-]+$")
     chunk_size: int = Field(5000, ge=1)
+    connect_timeout_s: float = Field(0.5, gt=0)
+    read_timeout_s: float = Field(0.5, gt=0)  # per command on the serving path (lookups, prediction log)
+    push_timeout_s: float = Field(60, gt=0)  # per command while pushing (a chunk's replies)
 
 
 class BatchSettings(_Strict):

@@ -1,0 +1,317 @@
+"""Serving throughput under gunicorn, side by side with a constant-JSON endpoint, measured with wrk.
+
+    .venv/bin/python benchmarks/bench_serving.py [--duration 10] [--connections 16] [--rounds 2]
+
+What it does, all in one run on this machine:
+
+1. builds a throw-away project home: 10,000 generated customers (the demo's size), an XGBoost pipeline of
+   the size training produces (500 trees, depth 6) logged and registered the way training does, promoted
+   to @champion; every customer's features pushed to a Redis of its own (a private redis-server);
+2. starts ``churnops serve`` (the production gunicorn configuration from params.yaml) with an app factory
+   that adds two routes to the real app: ``POST /bench/constant`` (a constant JSON answer: the framework's
+   ceiling, through the same middleware) and ``POST /bench/predict-nolog`` (/predict without the prediction
+   log, to measure what logging costs);
+3. starts a second server with the same gunicorn configuration serving a bare Flask app whose only route
+   returns the constant JSON (no middleware at all), for reference;
+4. runs wrk (``-t2 -c16 --latency``) against each target in turn, ``--rounds`` times interleaved, and keeps
+   each target's median round: requests/s, p50, p99.
+
+Targets (issue 3): full-payload /predict >= 0.7x the constant endpoint, by customer id >= 0.6x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CONSTANT = {"prediction": 0, "attrition_probability": 0.23, "retention_probability": 0.77,
+            "status": "Existing Customer", "risk_level": "Low", "model_version": "3"}
+
+
+# -- app factories served by `churnops serve --app-factory` ---------------------------------------
+def bench_app(settings: Any) -> Any:
+    """The real app plus /bench/constant and /bench/predict-nolog (same hooks, same process)."""
+    import copy
+
+    from flask import Response
+
+    from serving.app import create_app, handle_predict
+
+    app = create_app(settings)
+    state = app.extensions["churnops"]
+    body = json.dumps(CONSTANT)
+
+    class NoLog:
+        def append(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    nolog = copy.copy(state)
+    nolog.plog = NoLog()
+
+    def constant() -> Response:
+        return Response(body, mimetype="application/json")
+
+    app.add_url_rule("/bench/constant", "bench_constant", constant, methods=["POST"])
+    app.add_url_rule("/bench/predict-nolog", "bench_predict_nolog", lambda: handle_predict(nolog),
+                     methods=["POST"])
+    return app
+
+
+def bare_constant_app(settings: Any) -> Any:
+    """A bare Flask app answering the constant JSON (no metrics, no model): the framework alone."""
+    from flask import Flask, Response
+
+    app = Flask("bench_constant")
+    body = json.dumps(CONSTANT)
+
+    @app.post("/bench/constant")
+    def constant() -> Response:
+        return Response(body, mimetype="application/json")
+
+    return app
+
+
+# -- set-up -----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen, log: Path) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def prepare_home(root: Path, redis_url: str, rows: int, trees: int, depth: int) -> tuple[Any, list[str]]:
+    """A project home with a registered XGBoost champion and the customers' features pushed."""
+    import mlflow
+    import yaml
+    from mlflow import MlflowClient
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    from churnops import registry, tracking
+    from churnops.data.generate import generate
+    from churnops.feature_store import FeatureStore
+    from churnops.features import FeatureEncoder
+    from churnops.settings import load_settings
+
+    home = root / "home"
+    home.mkdir(parents=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = load_settings(home=home, env={"REDIS_URL": redis_url})
+    schema = settings.schema
+    table = generate(schema, rows, seed=42)
+    X = table[schema.feature_columns]  # noqa: N806
+    y = (table[schema.target.column] == schema.target.positive).astype(int).to_numpy()
+    model = XGBClassifier(n_estimators=trees, max_depth=depth, learning_rate=0.05, n_jobs=2, random_state=0)
+    pipeline = Pipeline([("encode", FeatureEncoder.from_schema(schema)), ("model", model)]).fit(X, y)
+    experiment = tracking.configure_tracking(settings)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = tracking.log_model(pipeline, X, settings)
+        mlflow.log_param("threshold", 0.5)
+        mlflow.set_tags({tracking.TAG_MODEL_URI: info.model_uri, tracking.TAG_MODEL_ID: info.model_id,
+                         "candidate": "xgboost"})
+    version = registry.register(settings, run.info.run_id)
+    uri = settings.mlflow_tracking_uri
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        settings.params.register_.model_name, "champion", version)
+    FeatureStore.from_settings(settings).push(table[[schema.id_column, *schema.feature_columns]])
+    ids = table[schema.id_column].astype(str).tolist()
+    return settings, ids
+
+
+def start_server(settings: Any, factory: str, log: Path, redis_url: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "CHURNOPS_HOME": str(settings.home), "REDIS_URL": redis_url, "PYTHONPATH": str(REPO),
+           "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [str(Path(sys.executable).parent / "churnops"), "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--app-factory", factory]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+# -- wrk --------------------------------------------------------------------------------------------
+def lua_static(path: Path, body: dict[str, Any]) -> Path:
+    text = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
+    path.write_text("wrk.method = 'POST'\n"
+                    "wrk.headers['Content-Type'] = 'application/json'\n"
+                    f"wrk.body = '{text}'\n")
+    return path
+
+
+def lua_ids(path: Path, ids: list[str]) -> Path:
+    listing = ",".join(json.dumps(i) for i in ids)
+    path.write_text(
+        f"local ids = {{{listing}}}\n"
+        "local n = 0\n"
+        "local headers = {['Content-Type'] = 'application/json'}\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        "  return wrk.format('POST', nil, headers, '{\"customer_id\": \"' .. ids[(n % #ids) + 1] .. '\"}')\n"
+        "end\n")
+    return path
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"cannot read latency {text!r}")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(0) if errors else ""}
+
+
+# -- main -------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is kept")
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--trees", type=int, default=500)
+    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    for tool in ("wrk", "redis-server"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (apt-get install -y {tool.split('-')[0]})")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    from churnops.logs import configure_logging
+
+    configure_logging("WARNING")
+    root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    redis_port = free_port()
+    redis_proc = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly",
+                                   "no", "--dir", str(root)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    servers: list[subprocess.Popen] = []
+    try:
+        time.sleep(0.5)
+        print("preparing: data, model, registry, features ...", flush=True)
+        settings, ids = prepare_home(root, redis_url, args.rows, args.trees, args.depth)
+        app_proc, app_url = start_server(settings, "benchmarks.bench_serving:bench_app", root / "app.log",
+                                         redis_url)
+        servers.append(app_proc)
+        bare_proc, bare_url = start_server(settings, "benchmarks.bench_serving:bare_constant_app",
+                                           root / "bare.log", redis_url)
+        servers.append(bare_proc)
+        wait_http(app_url + "/health", 180, app_proc, root / "app.log")
+        wait_http(bare_url + "/nothing", 180, bare_proc, root / "bare.log")
+
+        from serving.openapi import example_request
+
+        body = example_request(settings)
+        static = lua_static(root / "full.lua", body)
+        by_id = lua_ids(root / "ids.lua", ids[:2000])
+        targets = {
+            "constant JSON (same app)": (app_url + "/bench/constant", static),
+            "/predict full payload": (app_url + "/predict", static),
+            "/predict by customer_id": (app_url + "/predict", by_id),
+            "/predict full, log off": (app_url + "/bench/predict-nolog", static),
+            "constant JSON (bare Flask)": (bare_url + "/bench/constant", static),
+        }
+        import requests
+
+        for name, (url, _) in targets.items():  # warm up every route and check it answers 200
+            payload = body if "id" not in name else {"customer_id": ids[0]}
+            response = requests.post(url, json=payload, timeout=10)
+            if response.status_code != 200:
+                raise SystemExit(f"{name}: {response.status_code} {response.text[:300]}")
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for r in range(args.rounds):
+            for name, (url, script) in targets.items():
+                result = run_wrk(url, script, args.duration, args.connections, args.threads)
+                runs[name].append(result)
+                print(f"round {r + 1} {name:<28} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms"
+                      f"  p99 {result['p99_ms']:6.2f} ms  non-2xx {result['non_2xx']} "
+                      f"{result['socket_errors']}", flush=True)
+    finally:
+        for proc in servers:
+            stop(proc)
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+    summary = {}
+    for name, results in runs.items():
+        rps = statistics.median(r["rps"] for r in results)
+        summary[name] = {"rps": rps, "p50_ms": statistics.median(r["p50_ms"] for r in results),
+                         "p99_ms": statistics.median(r["p99_ms"] for r in results),
+                         "non_2xx": sum(r["non_2xx"] for r in results)}
+    base = summary["constant JSON (same app)"]["rps"]
+    bare = summary["constant JSON (bare Flask)"]["rps"]
+    print(f"\nmedian of {args.rounds} rounds, wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+          f"gunicorn workers={settings.params.serving.workers} threads={settings.params.serving.threads}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'target':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs const':>10}{'vs bare':>9}")
+    for name, s in summary.items():
+        print(f"{name:<30}{s['rps']:9.0f}{s['p50_ms']:9.2f}{s['p99_ms']:9.2f}{s['rps'] / base:10.2f}"
+              f"{s['rps'] / bare:9.2f}")
+    full = summary["/predict full payload"]["rps"] / base
+    by_id_ratio = summary["/predict by customer_id"]["rps"] / base
+    print(f"\nfull payload / constant = {full:.2f} (target >= 0.7): {'PASS' if full >= 0.7 else 'FAIL'}")
+    print(f"by customer_id / constant = {by_id_ratio:.2f} (target >= 0.6): "
+          f"{'PASS' if by_id_ratio >= 0.6 else 'FAIL'}")
+    if args.json:
+        doc = {"summary": summary, "runs": runs, "args": {k: v for k, v in vars(args).items() if k != "json"}}
+        args.json.write_text(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
