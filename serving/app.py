@@ -298,6 +298,8 @@ def _score(state: ServingState, model: Any, parsed: Parsed, explain: bool) -> Re
             return _json([{"field": "explain", "problem": (
                 "the model cannot explain this request (a derived feature is out of the model's numeric "
                 "range); the prediction alone is available without explain=true")}], 422)
+    detector = getattr(model, "outliers", None)
+    anomalies = detector.score_records(records) if detector is not None else None
     version = str(model.version)
     threshold = model.scorer.threshold
     risk = state.risk
@@ -314,6 +316,8 @@ def _score(state: ServingState, model: Any, parsed: Parsed, explain: bool) -> Re
         if ids[i] is not None:
             doc["customer_id"] = ids[i]
             doc["feature_set_version"] = fs_version
+        if anomalies is not None:
+            doc["anomaly"] = anomalies[i].to_dict()
         if explanations is not None:
             doc["explanation"] = _explanation(explanations[i], state)
         out.append(doc)

@@ -106,6 +106,13 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             "model_version": {"type": "string"},
             "customer_id": {"type": "string", "description": "present when scored by customer_id"},
             "feature_set_version": {"type": "string", "description": "present when scored by customer_id"},
+            "anomaly": {
+                "type": "object", "required": ["score", "is_outlier", "out_of_range"],
+                "additionalProperties": False,
+                "description": "the champion's Isolation Forest (fitted on its training data): is this "
+                               "customer unlike those the model learned from?",
+                "properties": {"score": {"type": "number"}, "is_outlier": {"type": "boolean"},
+                               "out_of_range": {"type": "array", "items": {"type": "string"}}}},
             "explanation": explanation,
         },
     }

@@ -94,6 +94,7 @@ class ChampionModel:
     run_id: str
     scorer: Scorer
     info: dict[str, Any]
+    outliers: Any = None  # churnops.outliers.OutlierDetector logged with the run (None for older runs)
 
     @property
     def threshold(self) -> float:
@@ -297,7 +298,8 @@ def load_version(settings: Settings, version: str) -> ChampionModel:
                             f"it was not registered by churnops")
     pipeline = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
     return ChampionModel(version=str(mv.version), run_id=mv.run_id,
-                         scorer=Scorer(pipeline, threshold=info["threshold"]), info=info)
+                         scorer=Scorer(pipeline, threshold=info["threshold"]), info=info,
+                         outliers=load_outlier_detector(settings, str(mv.version), run_id=mv.run_id))
 
 
 def load_champion(settings: Settings) -> ChampionModel:

@@ -95,7 +95,7 @@ def make_gold(settings: Any, rows: int = 800, seed: int = 7) -> pd.DataFrame:
 
 
 def register_xgboost(settings: Any, gold: pd.DataFrame, *, n_estimators: int, max_depth: int,
-                     threshold: float) -> str:
+                     threshold: float, with_outliers: bool = False) -> str:
     """Train a small XGBoost pipeline, log it the way training does, register it (no alias moves)."""
     import mlflow
     from sklearn.pipeline import Pipeline
@@ -112,6 +112,14 @@ def register_xgboost(settings: Any, gold: pd.DataFrame, *, n_estimators: int, ma
     experiment = tracking.configure_tracking(settings)
     with mlflow.start_run(experiment_id=experiment) as run:
         info = tracking.log_model(pipeline, X, settings)
+        if with_outliers:  # as training logs it; versions without one are served without `anomaly`
+            import tempfile
+
+            from churnops.outliers import fit_from_settings
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = fit_from_settings(X, settings).save(Path(tmp) / "isolation_forest.npz")
+                mlflow.log_artifact(str(path), artifact_path="outliers")
         mlflow.log_param("threshold", threshold)
         mlflow.log_metric("test_roc_auc", 0.9)
         mlflow.set_tags({tracking.TAG_MODEL_URI: info.model_uri, tracking.TAG_MODEL_ID: info.model_id,
@@ -131,7 +139,8 @@ def model_store(tmp_path_factory: pytest.TempPathFactory, serving_redis: Any) ->
     settings = settings_for(home, serving_redis.url)
     gold = make_gold(settings)
     store = ModelStore(home, settings, gold)
-    store.versions.append(register_xgboost(settings, gold, n_estimators=30, max_depth=3, threshold=0.5))
+    store.versions.append(register_xgboost(settings, gold, n_estimators=30, max_depth=3, threshold=0.5,
+                                           with_outliers=True))
     store.versions.append(register_xgboost(settings, gold, n_estimators=8, max_depth=2, threshold=0.4))
     store.set_champion(store.versions[0])
     return store

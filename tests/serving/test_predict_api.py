@@ -40,9 +40,12 @@ def expected_for(champion: Any, settings: Any, record: dict[str, Any]) -> dict[s
     p = float(champion.scorer.predict_proba_records([record])[0])
     label = int(p >= champion.scorer.threshold)
     target = settings.schema.target
-    return {"prediction": label, "attrition_probability": round(p, 6),
-            "retention_probability": round(1 - p, 6), "status": target.positive if label else target.negative,
-            "risk_level": settings.params.serving.risk_levels.level(p), "model_version": champion.version}
+    doc = {"prediction": label, "attrition_probability": round(p, 6),
+           "retention_probability": round(1 - p, 6), "status": target.positive if label else target.negative,
+           "risk_level": settings.params.serving.risk_levels.level(p), "model_version": champion.version}
+    if champion.outliers is not None:  # the champion's own Isolation Forest, logged with its run
+        doc["anomaly"] = champion.outliers.score_records([record])[0].to_dict()
+    return doc
 
 
 def as_record(settings: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -56,9 +59,17 @@ def test_full_payload_answers_exactly_the_documented_body(client: Any, champion:
     assert response.content_type == "application/json"
     body = response.get_json()
     assert list(body) == ["prediction", "attrition_probability", "retention_probability", "status",
-                          "risk_level", "model_version"]
+                          "risk_level", "model_version", "anomaly"]
     assert body == expected_for(champion, model_store.settings, as_record(model_store.settings, example_body))
     assert body["model_version"] == model_store.versions[0]
+    assert set(body["anomaly"]) == {"score", "is_outlier", "out_of_range"}
+
+
+def test_anomaly_flags_a_customer_unlike_the_training_data(client: Any, example_body: dict[str, Any]) -> None:
+    odd = {**example_body, "credit_limit": 900_000.0, "avg_open_to_buy": 899_000.0}
+    anomaly = post(client, odd).get_json()["anomaly"]
+    assert anomaly["is_outlier"] is True
+    assert "Credit_Limit" in anomaly["out_of_range"]
 
 
 def test_status_and_risk_level_follow_the_probability_and_params(client: Any, champion: Any,
