@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from churnops.io import atomic_path, write_json_atomic, write_text_atomic
+from churnops.io import atomic_path, same_content, write_json_atomic, write_text_atomic
 from churnops.logs import get_logger
 from churnops.settings import Settings, SettingsError, load_params, load_settings
 
@@ -253,18 +253,6 @@ def run_settings(ctx: dict[str, Any]) -> Settings:
 
 
 # -- data version (before the commit point) ------------------------------------------------------
-def _same_file(a: Path, b: Path) -> bool:
-    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
-
-
 def _keep_copy(src: Path, dest: Path) -> None:
     """A real copy (never a hard link: `dvc add` rewrites the .dvc file in place)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +299,7 @@ def version_data(ctx: dict[str, Any]) -> dict[str, Any]:
         if dvc_file.is_file():
             _keep_copy(dvc_file, c.snapshot_dir / "raw.dvc")
         write_json_atomic(snap_file, snap)
-    changed = incoming is not None and not _same_file(incoming, raw)
+    changed = incoming is not None and not same_content(incoming, raw)
     if changed:
         assert incoming is not None
         with atomic_path(raw) as tmp:

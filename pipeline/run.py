@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from churnops.io import atomic_path
+from churnops.io import atomic_path, same_content
 from churnops.logs import get_logger
 from churnops.settings import Settings
 from pipeline.layers import check_table
@@ -59,18 +59,6 @@ class _Snapshot:
                     tmp.write_bytes(content)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
-
-
 def repro(settings: Settings, force: bool = False) -> None:
     """Run `dvc repro` in the project home, streaming DVC's and the stages' output to stderr."""
     home = settings.home
@@ -108,7 +96,7 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
     ensure_remote(home, settings.dvc_remote)
     snapshot = _Snapshot.take([raw, dvc_file_for(raw), home / "dvc.lock"])
     try:
-        if data is not None and not _same_file(data, raw):
+        if data is not None and not same_content(data, raw):
             with atomic_path(raw) as tmp:
                 shutil.copyfile(data, tmp)
             log.info("data.ingested", source=str(data), raw=str(raw))

@@ -41,3 +41,17 @@ def write_text_atomic(dest: Path | str, text: str) -> Path:
 
 def write_json_atomic(dest: Path | str, doc: Any) -> Path:
     return write_text_atomic(dest, json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def same_content(a: Path | str, b: Path | str) -> bool:
+    """True when both files exist and hold the same bytes (compared in 1 MiB blocks)."""
+    a, b = Path(a), Path(b)
+    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True

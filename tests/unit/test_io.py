@@ -22,3 +22,15 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path
         raise RuntimeError("boom")
     assert dest.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["doc.txt"]
+
+
+def test_same_content_compares_bytes(tmp_path: Path) -> None:
+    from churnops.io import same_content
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    a.write_bytes(b"x" * 3_000_000)
+    b.write_bytes(b"x" * 3_000_000)
+    c.write_bytes(b"x" * 2_999_999 + b"y")
+    assert same_content(a, b)
+    assert not same_content(a, c)
+    assert not same_content(a, tmp_path / "missing")
