@@ -96,8 +96,8 @@ def add_and_push(home: Path, path: Path, remote_url: str) -> str:
     ensure_repo(home)
     ensure_remote(home, remote_url)
     rel = os.path.relpath(path, home)
-    run_dvc(home, "add", "-q", rel)
-    run_dvc(home, "push", "-q", rel + ".dvc")
+    run_dvc(home, "add", rel)  # not -q: with it DVC keeps its error messages to itself
+    run_dvc(home, "push", rel + ".dvc")
     version = data_version(dvc_file_for(path))
     if version is None:
         raise VersioningError(f"dvc add did not record an md5 for {path}")

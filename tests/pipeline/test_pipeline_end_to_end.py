@@ -47,6 +47,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["train"]["search_spaces"] = FAST_TRAIN["search_spaces"]
     (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO / "dvc.yaml", home / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", home / ".gitignore")  # DVC refuses to track a git-ignored pointer file
     subprocess.run(["git", "init", "-q"], cwd=home, check=True)
     run_cli(home, "data", "generate", "--rows", str(ROWS), "--seed", "3", "--out", "incoming/first.csv")
     return home
