@@ -154,6 +154,8 @@ def main() -> None:
         push_rate = measure("FeatureStore.push", args.rows, push)
         result = holder["result"]
         bytes_per_customer = client.info("memory")["used_memory"] / result.rows
+        print(f"  of which writing the hashes: {result.write_seconds:.1f} s of {result.seconds:.1f} s "
+              f"({result.rows / result.write_seconds:,.0f} customers/s while writing)", flush=True)
 
         sample = min(args.loop_sample, args.rows)
         ids = frame[settings.schema.id_column].to_numpy()[:sample]
@@ -208,7 +210,8 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     stock_mean = (stock + stock_after) / 2
-    results.update(measures=measures, push_seconds=result.seconds, bytes_per_customer=bytes_per_customer,
+    results.update(measures=measures, push_seconds=result.seconds, push_write_seconds=result.write_seconds,
+                   bytes_per_customer=bytes_per_customer,
                    get_p50_ms=one_p50, get_p99_ms=one_p99, get_many_100_p50_ms=many_p50,
                    get_many_100_p99_ms=many_p99, load_average=os.getloadavg())
     print()

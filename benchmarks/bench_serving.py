@@ -200,7 +200,23 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int) -> dict[str, float]:
+def worker_cpu_s(master_pid: int) -> float:
+    """CPU seconds (user + system) used so far by the gunicorn workers of `master_pid`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int,
+            master_pid: int | None = None) -> dict[str, float]:
+    cpu0 = worker_cpu_s(master_pid) if master_pid else 0.0
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
                           "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -208,8 +224,39 @@ def run_wrk(url: str, script: Path, duration: int, connections: int, threads: in
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
+    requests_done = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu_us = (worker_cpu_s(master_pid) - cpu0) / requests_done * 1e6 if master_pid else float("nan")
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": errors.group(0) if errors else ""}
+            "socket_errors": errors.group(0) if errors else "", "worker_cpu_us": cpu_us}
+
+
+# -- where a request's time goes (in-process, same model) -------------------------------------------
+def breakdown(settings: Any, body: dict[str, Any], n: int = 2000) -> dict[str, float]:
+    """Microseconds per call of each step of the full-payload path, on the registered champion."""
+    from churnops import registry
+    from serving.validation import RequestValidator, parse_json
+
+    champion = registry.load_champion(settings)
+    scorer = champion.scorer
+    validator = RequestValidator(settings.schema, settings.params.serving.max_batch)
+    raw = json.dumps(body).encode()
+    record = validator.parse(parse_json(raw)).items[0].record
+    matrix = scorer.matrix([record])
+    steps = {
+        "parse + validate": lambda: validator.parse(parse_json(raw)),
+        "encode (FeatureEncoder.encode_records)": lambda: scorer.encoder.encode_records([record]),
+        "model (Booster.inplace_predict, 1 thread)": lambda: scorer._proba(matrix),
+        "response JSON": lambda: json.dumps(CONSTANT),
+    }
+    out = {}
+    for name, step in steps.items():
+        step()
+        started = time.perf_counter()
+        for _ in range(n):
+            step()
+        out[name] = (time.perf_counter() - started) / n * 1e6
+    out["trees"] = float(scorer._booster.num_boosted_rounds()) if scorer._booster is not None else 0.0
+    return out
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -259,27 +306,31 @@ def main() -> None:
         static = lua_static(root / "full.lua", body)
         by_id = lua_ids(root / "ids.lua", ids[:2000])
         targets = {
-            "constant JSON (same app)": (app_url + "/bench/constant", static),
-            "/predict full payload": (app_url + "/predict", static),
-            "/predict by customer_id": (app_url + "/predict", by_id),
-            "/predict full, log off": (app_url + "/bench/predict-nolog", static),
-            "constant JSON (bare Flask)": (bare_url + "/bench/constant", static),
+            "constant JSON (same app)": (app_url + "/bench/constant", static, app_proc.pid),
+            "/predict full payload": (app_url + "/predict", static, app_proc.pid),
+            "/predict by customer_id": (app_url + "/predict", by_id, app_proc.pid),
+            "/predict full, log off": (app_url + "/bench/predict-nolog", static, app_proc.pid),
+            "constant JSON (bare Flask)": (bare_url + "/bench/constant", static, bare_proc.pid),
         }
         import requests
 
-        for name, (url, _) in targets.items():  # warm up every route and check it answers 200
+        for name, (url, _, _) in targets.items():  # warm up every route and check it answers 200
             payload = body if "id" not in name else {"customer_id": ids[0]}
             response = requests.post(url, json=payload, timeout=10)
             if response.status_code != 200:
                 raise SystemExit(f"{name}: {response.status_code} {response.text[:300]}")
+        steps = breakdown(settings, body)
+        for name, us in steps.items():
+            if name != "trees":
+                print(f"in-process: {name:<42} {us:8.1f} us", flush=True)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for r in range(args.rounds):
-            for name, (url, script) in targets.items():
-                result = run_wrk(url, script, args.duration, args.connections, args.threads)
+            for name, (url, script, pid) in targets.items():
+                result = run_wrk(url, script, args.duration, args.connections, args.threads, pid)
                 runs[name].append(result)
                 print(f"round {r + 1} {name:<28} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms"
-                      f"  p99 {result['p99_ms']:6.2f} ms  non-2xx {result['non_2xx']} "
-                      f"{result['socket_errors']}", flush=True)
+                      f"  p99 {result['p99_ms']:6.2f} ms  worker CPU {result['worker_cpu_us']:6.0f} us/req  "
+                      f"non-2xx {result['non_2xx']} {result['socket_errors']}", flush=True)
     finally:
         for proc in servers:
             stop(proc)
@@ -292,23 +343,26 @@ def main() -> None:
         rps = statistics.median(r["rps"] for r in results)
         summary[name] = {"rps": rps, "p50_ms": statistics.median(r["p50_ms"] for r in results),
                          "p99_ms": statistics.median(r["p99_ms"] for r in results),
+                         "worker_cpu_us": statistics.median(r["worker_cpu_us"] for r in results),
                          "non_2xx": sum(r["non_2xx"] for r in results)}
     base = summary["constant JSON (same app)"]["rps"]
     bare = summary["constant JSON (bare Flask)"]["rps"]
     print(f"\nmedian of {args.rounds} rounds, wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
           f"gunicorn workers={settings.params.serving.workers} threads={settings.params.serving.threads}, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'target':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs const':>10}{'vs bare':>9}")
+    print(f"{'target':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs const':>10}{'vs bare':>9}"
+          f"{'CPU us/req':>12}")
     for name, s in summary.items():
         print(f"{name:<30}{s['rps']:9.0f}{s['p50_ms']:9.2f}{s['p99_ms']:9.2f}{s['rps'] / base:10.2f}"
-              f"{s['rps'] / bare:9.2f}")
+              f"{s['rps'] / bare:9.2f}{s['worker_cpu_us']:12.0f}")
     full = summary["/predict full payload"]["rps"] / base
     by_id_ratio = summary["/predict by customer_id"]["rps"] / base
     print(f"\nfull payload / constant = {full:.2f} (target >= 0.7): {'PASS' if full >= 0.7 else 'FAIL'}")
     print(f"by customer_id / constant = {by_id_ratio:.2f} (target >= 0.6): "
           f"{'PASS' if by_id_ratio >= 0.6 else 'FAIL'}")
     if args.json:
-        doc = {"summary": summary, "runs": runs, "args": {k: v for k, v in vars(args).items() if k != "json"}}
+        doc = {"summary": summary, "runs": runs, "breakdown_us": steps, "load_average": os.getloadavg(),
+               "args": {k: v for k, v in vars(args).items() if k != "json"}}
         args.json.write_text(json.dumps(doc, indent=2))
 
 
