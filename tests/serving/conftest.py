@@ -172,14 +172,14 @@ def example_body(model_store: ModelStore) -> dict[str, Any]:
 # -- the real server -------------------------------------------------------------------------------
 class LiveServer:
     def __init__(self, store: ModelStore, log_path: Path, *, env: dict[str, str] | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, threads: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "churnops"), "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers)],
+             "--port", str(self.port), "--workers", str(workers), "--threads", str(threads)],
             cwd=store.home, env=env or store.env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
@@ -230,9 +230,10 @@ def server_factory(model_store: ModelStore, tmp_path: Path) -> Iterator[Any]:
     """Start extra servers (e.g. on a Redis of the test's own): `server_factory(env_overrides)`."""
     started: list[LiveServer] = []
 
-    def _start(env_overrides: dict[str, str] | None = None) -> LiveServer:
+    def _start(env_overrides: dict[str, str] | None = None, workers: int = 2, threads: int = 1) -> LiveServer:
         env = {**model_store.env, **(env_overrides or {})}
-        server = LiveServer(model_store, tmp_path / f"serve-{len(started)}.log", env=env)
+        server = LiveServer(model_store, tmp_path / f"serve-{len(started)}.log", env=env, workers=workers,
+                            threads=threads)
         started.append(server)
         return server.wait_ready()
 

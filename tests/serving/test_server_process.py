@@ -90,3 +90,24 @@ def test_every_scored_row_reaches_the_prediction_log(live_server: Any, model_sto
 def test_health_reports_the_champion_and_redis(live_server: Any, model_store: Any, pushed: str) -> None:
     doc = requests.get(live_server.url + "/health", timeout=10).json()
     assert doc["status"] == "healthy" and doc["redis"] == "ok" and doc["feature_set_version"] == pushed
+
+
+def test_threaded_workers_serve_concurrent_requests(server_factory: Any, model_store: Any, pushed: str,
+                                                    example_body: dict[str, Any]) -> None:
+    """gthread workers (serving.threads > 1): one model, one prediction log, many threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = server_factory(workers=1, threads=4)
+    cid = str(model_store.gold.iloc[2][model_store.settings.schema.id_column])
+    bodies = [example_body if i % 2 else {"customer_id": cid} for i in range(60)]
+
+    def send(body: dict[str, Any]) -> tuple[int, str]:
+        response = requests.post(server.url + "/predict?explain=true", json=body, timeout=30)
+        return response.status_code, response.json().get("model_version", "")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, bodies))
+    assert results == [(200, model_store.versions[0])] * len(bodies)
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    served = metric(text, "churnops_http_requests_total", endpoint="/predict", method="POST", status="200")
+    assert served == 60
