@@ -3,7 +3,7 @@
 Triggered from the UI (**Trigger** opens a form with the parameters below), by `churn_drift_monitor` when
 drift is found, or over the REST API. No schedule.
 
-`prepare` (run workspace + run parameters) → `version_data` (check the incoming table, `dvc add` + `push`)
+`version_data` (run workspace + run parameters, check the incoming table, `dvc add` + `push`)
 → `validate` → `featurize` → `train` → `evaluate` → `register` (@challenger, promotion gate: the **commit
 point**) → `publish` (the run's layers and reports become the project's) → `push_features` (Redis, atomic
 switch) → `notify_serving` → `report`.
@@ -115,31 +115,23 @@ def _no_retry(exc: Exception) -> Exception:
 )
 def churn_training():
     @task
-    def prepare() -> dict:
-        """Create the run's workspace data/runs/<run id>/ and its params file (params.yaml + the conf)."""
-        from pipeline.orchestration import OrchestrationError, prepare_training_run
+    def version_data() -> dict:
+        """Create the run's workspace data/runs/<run id>/ with its params file (params.yaml + the conf), check
+        the incoming table, snapshot the current raw table, `dvc add` + `dvc push` the new one."""
+        from churnops.data.ingest import IngestError
+        from pipeline.layers import StageError
+        from pipeline.orchestration import OrchestrationError, prepare_training_run, version_data
 
         context = get_current_context()
         conf = {**dict(context["dag_run"].conf or {}), **dict(context["params"])}
         try:
-            return prepare_training_run(context["run_id"], conf)
-        except OrchestrationError as exc:
-            raise _no_retry(exc) from exc
-
-    @task
-    def version_data(ctx: dict) -> dict:
-        """Validate the incoming table, snapshot the current raw table, `dvc add` + `dvc push` the new one."""
-        from churnops.data.ingest import IngestError
-        from pipeline.layers import StageError
-        from pipeline.orchestration import OrchestrationError, version_data
-
-        try:
-            return version_data(ctx)
+            ctx = prepare_training_run(context["run_id"], conf)
+            return {**ctx, "data": version_data(ctx)}
         except (IngestError, StageError, OrchestrationError) as exc:
             raise _no_retry(exc) from exc
 
     @task
-    def validate(ctx: dict, data: dict) -> str:
+    def validate(ctx: dict) -> str:
         """raw -> validated (the run's copy), with the data-quality report."""
         from churnops.data.ingest import IngestError
         from pipeline.layers import StageError, validate_stage
@@ -212,14 +204,14 @@ def churn_training():
         return notify_serving(run_settings(ctx), registered["champion"])
 
     @task
-    def report(ctx: dict, data: dict, registered: dict, published: dict, pushed: dict, served: dict) -> dict:
+    def report(ctx: dict, registered: dict, published: dict, pushed: dict, served: dict) -> dict:
         """The run report (data/runs/<run id>/run_report.json); the staged layer copies are removed."""
         from pipeline.orchestration import clean_staged_layers, finish_run
 
         doc = finish_run(
             ctx,
             {
-                "data": data,
+                "data": ctx["data"],
                 "registry": registered,
                 "published": published,
                 "features": pushed,
@@ -236,9 +228,8 @@ def churn_training():
 
         return restore_data(get_current_context()["run_id"])
 
-    ctx = prepare()
-    data = version_data(ctx)
-    validated = validate(ctx, data)
+    ctx = version_data()
+    validated = validate(ctx)
     gold = featurize(ctx, validated)
     trained = train(ctx, gold)
     evaluated = evaluate(ctx, trained)
@@ -246,8 +237,8 @@ def churn_training():
     published = publish(ctx, registered)
     pushed = push_features(ctx, published)
     served = notify_serving(ctx, registered, pushed)
-    report(ctx, data, registered, published, pushed, served)
-    restore_on_failure().set_upstream([data, validated, gold, trained, evaluated, registered])
+    report(ctx, registered, published, pushed, served)
+    restore_on_failure().set_upstream([ctx, validated, gold, trained, evaluated, registered])
 
 
 churn_training()

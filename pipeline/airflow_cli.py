@@ -172,7 +172,7 @@ def airflow_status(app: AppContext, as_json: bool) -> None:
 @pass_app
 def airflow_trigger(app: AppContext, dag_id: str, conf_json: str, wait: bool, timeout_s: float) -> None:
     """Trigger DAG_ID on the local Airflow over its REST API, as the UI does (unpause, then run)."""
-    from pipeline.airflow_local import AirflowLocalError
+    from pipeline.airflow_local import AirflowLocalError, AirflowUnreachable
 
     try:
         conf = json.loads(conf_json)
@@ -193,7 +193,11 @@ def airflow_trigger(app: AppContext, dag_id: str, conf_json: str, wait: bool, ti
         last: dict[str, str] = {}
 
         def _show(_run: dict) -> None:
-            for ti in api.task_instances(dag_id, run_id):
+            try:
+                tis = api.task_instances(dag_id, run_id)
+            except AirflowUnreachable:
+                return  # a busy API server: the next poll shows the states
+            for ti in tis:
                 key = f"{ti['task_id']}[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ti["task_id"]
                 if ti.get("state") and last.get(key) != ti["state"]:
                     last[key] = ti["state"]

@@ -61,6 +61,10 @@ class AirflowLocalError(RuntimeError):
     """The local Airflow could not be started, reached or stopped; the message says why and where to look."""
 
 
+class AirflowUnreachable(AirflowLocalError):
+    """No answer from the API (connection refused or timed out), as opposed to an answer that refuses."""
+
+
 # -- the REST API --------------------------------------------------------------------------------
 class AirflowAPI:
     """Airflow 3 REST client: JWT from ``POST /auth/token``, then ``/api/v2`` with a bearer token."""
@@ -89,7 +93,7 @@ class AirflowAPI:
                 data=None if body is None else json.dumps(body),
             )
         except requests.RequestException as exc:
-            raise AirflowLocalError(
+            raise AirflowUnreachable(
                 f"Airflow at {self.base_url} did not answer {method} {path}: {exc}"
             ) from exc
         if resp.status_code == 401 and auth and self._token is not None:
@@ -171,11 +175,25 @@ class AirflowAPI:
         timeout_s: float = 1800,
         poll_s: float = 3.0,
         on_poll: Callable[[dict[str, Any]], None] | None = None,
+        patience_s: float = 120.0,
     ) -> dict[str, Any]:
-        """Poll the run until it finishes (success or failed); AirflowLocalError on timeout."""
+        """Poll the run until it finishes (success or failed); AirflowLocalError on timeout.
+
+        A busy API server may miss a poll or two (one worker, CPU taken by the tasks): polling goes on
+        until it has not answered for `patience_s`.
+        """
         deadline = time.monotonic() + timeout_s
+        last_answer = time.monotonic()
         while True:
-            run = self.dag_run(dag_id, run_id)
+            try:
+                run = self.dag_run(dag_id, run_id)
+            except AirflowUnreachable as exc:
+                if time.monotonic() - last_answer > patience_s:
+                    raise AirflowLocalError(f"{exc} (no answer for {patience_s:.0f} s)") from exc
+                log.warning("airflow.poll_missed", dag_id=dag_id, run_id=run_id, error=str(exc))
+                time.sleep(poll_s)
+                continue
+            last_answer = time.monotonic()
             if on_poll is not None:
                 on_poll(run)
             if run.get("state") in ("success", "failed"):

@@ -83,3 +83,50 @@ def test_status_and_down_when_nothing_runs(tmp_path: Path) -> None:
     local = LocalAirflow(project_home=tmp_path)
     assert local.status()["running"] is False
     assert local.stop() is False
+
+
+def test_following_a_run_survives_an_api_server_that_misses_a_poll() -> None:
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipeline.airflow_local import AirflowAPI
+
+    polls: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802  (POST /auth/token)
+            self._json({"access_token": "jwt"})
+
+        def do_GET(self) -> None:  # noqa: N802
+            polls.append(time.monotonic())
+            if len(polls) == 1:
+                time.sleep(1.5)  # longer than the client's timeout: a missed poll
+            self._json({"dag_run_id": "r1", "state": "running" if len(polls) < 3 else "success"})
+
+        def _json(self, doc: dict) -> None:
+            body = json.dumps(doc).encode()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = AirflowAPI(f"http://127.0.0.1:{server.server_address[1]}", "admin", "pw", timeout_s=0.5)
+        run = api.wait_for_run("churn_training", "r1", timeout_s=30, poll_s=0.05, patience_s=10)
+        assert run["state"] == "success" and len(polls) >= 3
+        with pytest.raises(AirflowLocalError, match="no answer for"):
+            polls.clear()
+            api.wait_for_run("churn_training", "r1", timeout_s=30, poll_s=0.05, patience_s=0.2)
+    finally:
+        server.shutdown()
+        server.server_close()

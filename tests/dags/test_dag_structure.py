@@ -42,7 +42,6 @@ def test_every_dag_file_imports_without_errors(dagbag) -> None:
 def test_training_dag_runs_the_pipeline_stages_in_order_with_restore_before_the_gate(dagbag) -> None:
     dag = dagbag.dags["churn_training"]
     chain = [
-        "prepare",
         "version_data",
         "validate",
         "featurize",
