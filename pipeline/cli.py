@@ -130,7 +130,8 @@ def stage_register(app: AppContext) -> None:
               help="How many of the most at-risk customers to list (default: batch.top_n).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @pass_app
-def score(app: AppContext, run_id: str | None, customers: Path | None, top_n: int | None, as_json: bool) -> None:
+def score(app: AppContext, run_id: str | None, customers: Path | None, top_n: int | None,
+          as_json: bool) -> None:
     """Score every customer with the champion into the scores table (CHURNOPS_DATABASE_URL) and Parquet.
 
     Each run's rows are written in one transaction (a rerun with the same --run-id replaces them);
