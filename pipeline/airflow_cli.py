@@ -187,7 +187,7 @@ def airflow_trigger(app: AppContext, dag_id: str, conf_json: str, wait: bool, ti
     try:
         run = api.trigger(dag_id, conf)
         run_id = run["dag_run_id"]
-        click.echo(f"triggered {dag_id}: run {run_id}  ({local.url}/dags/{dag_id}/runs/{run_id})")
+        click.echo(f"triggered {dag_id}: run {run_id}  ({api.base_url}/dags/{dag_id}/runs/{run_id})")
         if not wait:
             return
         last: dict[str, str] = {}

@@ -354,7 +354,9 @@ class LocalAirflow:
         return password
 
     def api(self, timeout_s: float = 10.0) -> AirflowAPI:
-        return AirflowAPI(self.url, ADMIN_USER, self.password(), timeout_s=timeout_s)
+        """A client of the running instance (its address from the state file `up` wrote), else of `url`."""
+        url = (self.read_state() or {}).get("url") or self.url
+        return AirflowAPI(url, ADMIN_USER, self.password(), timeout_s=timeout_s)
 
     # environment ----------------------------------------------------------------------------
     def environment(

@@ -130,3 +130,13 @@ def test_following_a_run_survives_an_api_server_that_misses_a_poll() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_commands_talk_to_the_port_the_running_instance_was_started_on(tmp_path: Path) -> None:
+    from churnops.io import write_json_atomic
+
+    started = LocalAirflow(project_home=tmp_path, port=8931)
+    started.home.mkdir(parents=True)
+    write_json_atomic(started.state_file, {"pid": 999999999, "url": started.url})
+    later = LocalAirflow(project_home=tmp_path)  # `churnops airflow trigger` without --port
+    assert later.api().base_url == "http://127.0.0.1:8931"
