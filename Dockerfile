@@ -82,6 +82,7 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     DVC_NO_ANALYTICS=1 \
     TRANSFORMERS_VERBOSITY=error \
     MPLBACKEND=Agg \
+    NUMBA_CACHE_DIR=/tmp/churnops-numba \
     AIRFLOW_HOME=/opt/airflow \
     AIRFLOW__CORE__DAGS_FOLDER=/app/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False

@@ -49,7 +49,8 @@ def one(rows: int, params: Path, workdir: Path) -> dict:
     best = report["candidates"][report["best_candidate"]]
     return {"rows": rows, "wall_s": round(wall, 1),
             "cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
-            "best": report["best_candidate"], "roc_auc": round(best["roc_auc"], 4), "f1": round(best["f1"], 4),
+            "best": report["best_candidate"], "roc_auc": round(best["roc_auc"], 4),
+            "f1": round(best["f1"], 4),
             "training_s": report.get("training_seconds")}
 
 

@@ -4,8 +4,8 @@ Routes: ``POST /predict`` (fields, ``customer_id`` or ``instances``; ``?explain=
 ``GET /metrics``, ``GET /model``, ``GET /openapi.json``, ``GET /``.
 
 The request path is lean: the body is parsed once, checked by a validator compiled from the schema, and the
-validated row goes straight to the champion's :class:`~churnops.scoring.Scorer` (numpy, XGBoost
-``inplace_predict`` on one thread); the prediction log is appended to a queue that a background thread
+validated row is encoded once and scored by the champion (its compiled trees, :mod:`churnops.trees`, and
+its outlier detector); the prediction log is appended to a queue that a background thread
 sends to Redis. Bad input is answered with 400/413/422, never 5xx; a missing model or an unreachable
 feature store with 503 and a message.
 """
@@ -288,7 +288,7 @@ def _score(state: ServingState, model: Any, parsed: Parsed, explain: bool) -> Re
                                    f"(churnops features push)", problems=problems)
             records[i] = found.features
             fs_version = found.version
-    probabilities = model.scorer.predict_proba_records(records)
+    probabilities, anomalies = model.score_records(records)
     explanations = None
     if explain:
         try:
@@ -298,8 +298,6 @@ def _score(state: ServingState, model: Any, parsed: Parsed, explain: bool) -> Re
             return _json([{"field": "explain", "problem": (
                 "the model cannot explain this request (a derived feature is out of the model's numeric "
                 "range); the prediction alone is available without explain=true")}], 422)
-    detector = getattr(model, "outliers", None)
-    anomalies = detector.score_records(records) if detector is not None else None
     version = str(model.version)
     threshold = model.scorer.threshold
     risk = state.risk

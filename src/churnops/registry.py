@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from churnops.models.training import TrainingResult
+    from churnops.outliers import Anomaly
     from churnops.scoring import Scorer
 
 log = get_logger(__name__)
@@ -99,6 +101,18 @@ class ChampionModel:
     @property
     def threshold(self) -> float:
         return self.scorer.threshold
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[Anomaly] | None]:
+        """Churn probabilities and anomalies of validated rows, encoding them once when the outlier detector
+        and the model share an encoding (they do when both come from the same schema)."""
+        encoded = self.scorer.encoder.encode_records(records)
+        proba = self.scorer.predict_proba_encoded(encoded)
+        detector = self.outliers
+        if detector is None:
+            return proba, None
+        if detector.encoder.same_encoding(self.scorer.encoder):
+            return proba, detector.score_encoded(encoded)
+        return proba, detector.score_records(records)
 
 
 # -- plumbing ------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 A model pipeline is an sklearn ``Pipeline`` whose first step is the :class:`~churnops.features.FeatureEncoder`
 and whose last step is the estimator, with optional numeric steps between (a scaler for logistic
 regression). Scoring skips pandas and sklearn's per-call validation: rows are encoded to a numpy matrix,
-passed through the middle steps, and the estimator is called natively (XGBoost ``inplace_predict``).
+passed through the middle steps, and scored by the estimator's compiled trees (:mod:`churnops.trees`:
+XGBoost and random forests, checked against the library when compiled and equal to it) or natively (linear
+models; any tree model whose compiled form does not match its library, which is logged).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from churnops.features import FeatureEncoder
+from churnops.logs import get_logger
+from churnops.trees import TreeEnsemble, compile_estimator
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,10 @@ class Scorer:
 
     pipeline: Pipeline
     threshold: float = 0.5
+    compile_trees: bool = True
     _booster: Any = field(default=None, init=False, repr=False)
+    _trees: TreeEnsemble | None = field(default=None, init=False, repr=False)
+    _compiled: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         encoder = self.pipeline.steps[0][1]
@@ -48,26 +57,53 @@ class Scorer:
     def kind(self) -> str:
         return type(self.estimator).__name__
 
+    @property
+    def compiled(self) -> TreeEnsemble | None:
+        """The estimator's compiled trees, built and verified on first use; None when scoring is native."""
+        if not self._compiled:
+            self._trees = self._compile() if self.compile_trees else None
+            self._compiled = True
+        return self._trees
+
+    def _compile(self) -> TreeEnsemble | None:
+        try:
+            trees = compile_estimator(self.estimator)
+            if trees is not None:
+                trees.verify(self._library_proba)
+        except Exception as exc:  # unsupported shape or a mismatch: the library's own path stays exact
+            log.warning("scoring.native", model=self.kind, reason=str(exc))
+            return None
+        return trees
+
     def matrix(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        X = self.encoder.encode_records(records)  # noqa: N806
+        return self._middle(self.encoder.encode_records(records))
+
+    def _middle(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         for step in self.middle:
             X = step.transform(X)  # noqa: N806
         return X
 
-    def _proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+    def _library_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         if self._booster is not None:
             return np.asarray(self._booster.inplace_predict(X), dtype=np.float64)
         return self.estimator.predict_proba(X)[:, 1]
 
+    def _proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        trees = self.compiled
+        if trees is not None:
+            return trees.predict_proba(X)
+        return self._library_proba(X)
+
+    def predict_proba_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Churn probability for rows already encoded by :attr:`encoder` (shared with outlier scoring)."""
+        return self._proba(self._middle(encoded))
+
     def predict_proba_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Churn probability for rows keyed by schema column name (already validated)."""
-        return self._proba(self.matrix(records))
+        return self.predict_proba_encoded(self.encoder.encode_records(records))
 
     def predict_proba_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        X = self.encoder.transform(frame)  # noqa: N806
-        for step in self.middle:
-            X = step.transform(X)  # noqa: N806
-        return self._proba(X)
+        return self.predict_proba_encoded(self.encoder.transform(frame))
 
     def explain(self, records: Sequence[Mapping[str, Any]]) -> list[list[Contribution]]:
         """Per-row contributions to the churn log-odds, summed per raw column, largest effect first.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -65,12 +64,10 @@ def test_a_champion_that_cannot_load_never_replaces_the_current_one(champion_v1:
     assert outcomes == ["loaded", "load_failed"]
 
 
-@dataclass
-class FakeChampion:
-    version: str
-    scorer: Any
-    run_id: str = "run"
-    info: dict | None = None
+def FakeChampion(version: str, scorer: Any) -> Any:  # noqa: N802 (reads as the class it builds)
+    from churnops.registry import ChampionModel
+
+    return ChampionModel(version=version, run_id="run", scorer=scorer, info={})
 
 
 class GatedScorer:
@@ -84,10 +81,10 @@ class GatedScorer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.scorer, name)
 
-    def predict_proba_records(self, records: Any) -> Any:
+    def predict_proba_encoded(self, encoded: Any) -> Any:
         self.entered.set()
         assert self.release.wait(30)
-        return self.scorer.predict_proba_records(records)
+        return self.scorer.predict_proba_encoded(encoded)
 
 
 def test_a_request_in_flight_finishes_on_the_model_it_started_with(model_store: Any, pushed: str) -> None:
