@@ -48,16 +48,35 @@ def summarise_report(report: dict) -> str:
 @click.option("--rows", type=click.IntRange(min=500), default=None,
               help="Demo customers to generate (default: data.demo.rows in params.yaml).")
 @click.option("--seed", type=int, default=None, help="Generator seed (default: data.demo.seed).")
-@click.option("--no-drift", is_flag=True, help="Skip the drifted batch and the drift check.")
+@click.option("--no-drift", is_flag=True, help="Skip the drifted batch, the drift check and the retraining.")
+@click.option("--no-airflow", is_flag=True,
+              help="Start no Airflow: the drift check shows the alert but triggers no retraining.")
+@click.option("--retrain-timeout", "retrain_timeout_s", type=click.FloatRange(min=10), default=900,
+              show_default=True, help="Seconds to follow the retraining run the drift check triggers.")
+@click.option("--keep-airflow", is_flag=True,
+              help="Leave the demo's Airflow running at the end (stop it with `churnops airflow down`).")
 @pass_app
 @friendly_errors
-def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool) -> None:
-    """The whole loop on demo data: generate -> DVC -> train -> Redis -> /predict -> drift check."""
+def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool, no_airflow: bool,
+         retrain_timeout_s: float, keep_airflow: bool) -> None:
+    """The whole loop on demo data: generate -> DVC -> train -> Redis -> /predict -> drift -> retraining.
+
+    The retraining runs in a local Airflow (`airflow standalone`, as `churnops airflow up`) started for the
+    demo and stopped at the end; the drift check triggers it over the REST API as in production. If Airflow
+    cannot start, the demo says why and goes on without retraining. Exit 1 when the retraining run fails or
+    does not finish within --retrain-timeout.
+    """
     from pipeline.demo import run_demo
 
-    run_demo(app.settings, rows=rows, seed=seed, drift=not no_drift)
-    click.echo("\ndemo finished: `churnops models champion`, `churnops serve`, "
+    results = run_demo(app.settings, rows=rows, seed=seed, drift=not no_drift, airflow=not no_airflow,
+                       keep_airflow=keep_airflow, retrain_timeout_s=retrain_timeout_s)
+    click.echo("\ndemo finished: `churnops models champion`, `churnops drift triggers`, `churnops serve`, "
                "`mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db` to look further")
+    retraining = results.get("retraining") or {}
+    if retraining.get("status") == "triggered" and retraining.get("state") != "success":
+        raise click.ClickException(
+            f"the retraining run {retraining.get('dag_run_id')} ended {retraining.get('state')}"
+            f"{': ' + retraining['error'] if retraining.get('error') else ''}; see {retraining.get('url')}")
 
 
 @click.group()

@@ -1,15 +1,20 @@
 """`churnops demo`: the whole loop on demo data, with embedded defaults, in one command.
 
 generate a demo table -> version it with DVC and run the training pipeline -> push every customer's features
-to Redis -> start the server -> send real predictions (full payload, by customer id, a batch) -> send a
-drifted batch through /predict -> run the drift check on what the server saw (alert + retraining trigger).
+to Redis -> start the server -> send real predictions (full payload, by customer id, a batch) -> start a
+local Airflow -> send a drifted batch through /predict -> run the drift check on what the server saw (alert
++ retraining trigger) -> follow the `churn_training` run the drift check triggered to its promotion decision.
 
-The server and the drift check run as the real `churnops serve` / `churnops drift check` processes, exactly
-as an operator would start them.
+The server and the drift check run as the real `churnops serve` / `churnops drift check` processes, and
+Airflow as the real `airflow standalone` of `churnops airflow up` (:mod:`pipeline.airflow_local`), exactly as
+an operator would start them; the drift check triggers the training DAG over Airflow's REST API as in
+production (:mod:`monitoring.retrain`). If Airflow cannot start, the demo says why and runs the drift check
+with ``--no-retrain``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -20,17 +25,26 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
 import requests
+import yaml
 
 from churnops.logs import get_logger
 from churnops.settings import Settings
 
 log = get_logger(__name__)
+
+# The retraining the drift check triggers runs with this budget (capped, never raised): params.yaml's full
+# search takes several minutes per run on a 2-core laptop, this one one to two (benchmarks/RESULTS.md).
+RETRAIN_SEARCH_ITERATIONS = 2  # hyper-parameter settings per candidate
+RETRAIN_CV_FOLDS = 3
+RETRAIN_TIMEOUT_S = 900.0  # how long the demo follows the retraining run (a loaded 2-core machine: ~5 min)
+TRAINING_DAG = "churn_training"
 
 
 class DemoError(RuntimeError):
@@ -121,6 +135,182 @@ def running_server(settings: Settings, port: int, timeout_s: float = 180) -> Ite
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+# -- Airflow: the retraining the drift check triggers -----------------------------------------------------
+@dataclass
+class DemoAirflow:
+    """The local Airflow the demo started: where it answers, its login, and the instance to stop."""
+
+    url: str
+    user: str
+    password: str
+    local: Any  # pipeline.airflow_local.LocalAirflow the demo started; None: an Airflow it only uses
+    params_path: Path  # the settings file its tasks read (the demo's retraining budget)
+    start_s: float
+    pid: int | None = None  # the standalone's process group
+
+    def api(self) -> Any:  # pipeline.airflow_local.AirflowAPI
+        from pipeline.airflow_local import AirflowAPI
+
+        return AirflowAPI(self.url, self.user, self.password, timeout_s=15)
+
+    def check_env(self) -> dict[str, str]:
+        """What `churnops drift check` needs to trigger retraining here (monitoring/retrain.py)."""
+        from monitoring.retrain import ENV_PASSWORD, ENV_URL, ENV_USER
+
+        return {ENV_URL: self.url, ENV_USER: self.user, ENV_PASSWORD: self.password}
+
+
+def write_retrain_params(settings: Settings, path: Path) -> Path:
+    """params.yaml with the training budget capped at the demo's (RETRAIN_*): what the retraining reads."""
+    from churnops.io import write_text_atomic
+    from churnops.settings import load_params
+
+    params = copy.deepcopy(settings.raw_params)
+    train = params["train"]
+    train["cv_folds"] = min(int(train.get("cv_folds", RETRAIN_CV_FOLDS)), RETRAIN_CV_FOLDS)
+    train["search_iterations"] = {c: min(int(n), RETRAIN_SEARCH_ITERATIONS)
+                                  for c, n in train["search_iterations"].items()}
+    header = (f"# churnops demo: {settings.params_path} with the retraining budget of the demo "
+              f"(at most {RETRAIN_SEARCH_ITERATIONS} settings per candidate, {RETRAIN_CV_FOLDS} CV folds)\n")
+    write_text_atomic(path, header + yaml.safe_dump(params, sort_keys=False))
+    load_params(path)  # the demo's own file must be valid settings
+    return path
+
+
+def _airflow_port() -> int:
+    """CHURNOPS_AIRFLOW_PORT when set (as `churnops airflow up`), else 8080 when free, else any free port."""
+    from pipeline.airflow_local import ENV_PORT, _port_free
+
+    if os.environ.get(ENV_PORT):
+        return int(os.environ[ENV_PORT])
+    return 8080 if _port_free(8080) else _free_port()
+
+
+def start_airflow(settings: Settings, serving_url: str | None, port: int | None = None,
+                  timeout_s: float = 600) -> tuple[DemoAirflow | None, str]:
+    """Start `airflow standalone` for the demo's home (the code of `churnops airflow up`) and unpause the
+    training DAG. Returns (the instance, "") or (None, why it could not start): never raises."""
+    from pipeline.airflow_local import AirflowLocalError, LocalAirflow
+
+    started = time.monotonic()
+    local = None
+    running = False  # stop it on a failure after it started, never one that ran before the demo
+    try:
+        local = LocalAirflow.from_env(settings.home, port=port or _airflow_port())
+        params_path = write_retrain_params(settings, local.home / "demo-params.yaml")
+        # tasks inherit this environment: the demo's retraining budget, and the server to confirm a new
+        # champion on (GET /model), as CHURNOPS_SERVING_URL does in production
+        local.extra_env = {"CHURNOPS_PARAMS": str(params_path),
+                           **({"CHURNOPS_SERVING_URL": serving_url} if serving_url else {})}
+        info = local.start(wait_dags=[settings.params.monitoring.retrain.dag_id],
+                           progress=lambda msg: print(f"... {msg}", flush=True), timeout_s=timeout_s)
+        airflow = DemoAirflow(info["url"], info["user"], info["password"], local, params_path,
+                              time.monotonic() - started, info["pid"])
+        running = True
+        # new DAGs start paused; an operator unpauses the training DAG once (the UI's toggle)
+        airflow.api().unpause(settings.params.monitoring.retrain.dag_id)
+    except Exception as exc:  # the demo goes on without retraining; the message says why
+        if running and local is not None:
+            try:
+                local.stop()
+            except Exception as stop_exc:  # reported; the demo goes on
+                log.warning("demo.airflow_stop_failed", error=str(stop_exc))
+        why = str(exc) if isinstance(exc, AirflowLocalError) else f"{type(exc).__name__}: {exc}"
+        log.warning("demo.airflow_failed", error=why)
+        return None, why
+    log.info("demo.airflow_started", url=airflow.url, seconds=round(airflow.start_s, 1),
+             params=str(params_path))
+    return airflow, ""
+
+
+def stop_airflow(airflow: DemoAirflow) -> None:
+    """SIGTERM to the standalone's process group (SIGKILL after a minute), as `churnops airflow down`."""
+    started = time.monotonic()
+    airflow.local.stop(timeout_s=60)
+    log.info("demo.airflow_stopped", seconds=round(time.monotonic() - started, 1))
+
+
+def follow_retraining(settings: Settings, airflow: DemoAirflow, drift_json: Path,
+                      timeout_s: float = RETRAIN_TIMEOUT_S) -> dict[str, Any]:
+    """Wait for the training run the drift check triggered (its id is in drift.json's actions); print its
+    state, its tasks and the promotion gate's decision. Never raises: problems come back as `error`."""
+    from pipeline.airflow_local import AirflowLocalError, AirflowUnreachable
+
+    try:
+        action = (json.loads(drift_json.read_text()).get("actions") or {}).get("retrain")
+    except (OSError, ValueError) as exc:
+        return {"status": "unknown", "error": f"cannot read the drift report {drift_json}: {exc}"}
+    if not action:
+        return {"status": "not_triggered", "error": "the drift check triggered no retraining "
+                f"(no actions.retrain in {drift_json})"}
+    if action.get("status") != "triggered":
+        why = action.get("error") or action.get("reason")
+        print(f"retraining {action.get('status')}: {why}")
+        if action.get("status") == "suppressed":
+            print("  (at most one retraining per monitoring.retrain.cooldown_s; `churnops drift triggers` "
+                  "lists the decisions)")
+        return {"status": action.get("status"), "error": why}
+
+    dag_id, run_id = action.get("dag_id") or settings.params.monitoring.retrain.dag_id, action["dag_run_id"]
+    out: dict[str, Any] = {"status": "triggered", "dag_id": dag_id, "dag_run_id": run_id,
+                           "url": f"{airflow.url}/dags/{dag_id}/runs/{run_id}"}
+    print(f"drift triggered {dag_id} run {run_id} over the Airflow REST API; following it "
+          f"(up to {timeout_s:.0f} s, --retrain-timeout)")
+    api = airflow.api()
+    seen: dict[str, str] = {}
+    started = time.monotonic()
+
+    def _show(_run: dict[str, Any]) -> None:
+        try:
+            tis = api.task_instances(dag_id, run_id)
+        except AirflowUnreachable:
+            return  # a busy API server: the next poll shows the states
+        for ti in tis:
+            state = ti.get("state")
+            if state and seen.get(ti["task_id"]) != state:
+                seen[ti["task_id"]] = state
+                print(f"  {time.monotonic() - started:6.0f} s  {ti['task_id']:<20} {state}", flush=True)
+
+    try:
+        final = api.wait_for_run(dag_id, run_id, timeout_s=timeout_s, poll_s=3, on_poll=_show)
+        out["state"] = final["state"]
+        out["seconds"] = round(time.monotonic() - started, 1)
+        out["tasks"] = {ti["task_id"]: ti.get("state") for ti in api.task_instances(dag_id, run_id)}
+        if final["state"] == "success":
+            report = api.xcom(dag_id, run_id, "report") or {}
+            registry = report.get("registry") or {}
+            promotion = registry.get("promotion") or {}
+            out.update(registered_version=registry.get("registered_version"),
+                       champion=registry.get("champion"), promoted=bool(promotion.get("promoted")),
+                       gate_reason=promotion.get("reason"))
+    except AirflowLocalError as exc:
+        out.update(state=out.get("state", "unknown"), error=str(exc))
+    counts: dict[str, int] = {}
+    for state in (out.get("tasks") or {}).values():
+        counts[str(state)] = counts.get(str(state), 0) + 1
+    print(f"\nretraining run {run_id}: {str(out.get('state')).upper()}"
+          + (f" after {out['seconds']:.0f} s" if "seconds" in out else ""))
+    if counts:
+        print("  tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if "promoted" in out:
+        if out["promoted"]:
+            out["outcome"] = f"new @champion: version {out['champion']}"
+        else:
+            out["outcome"] = f"not promoted: the promotion gate kept version {out['champion']}"
+        print(f"  outcome: {out['outcome']} ({out.get('gate_reason')})")
+    elif out.get("state") == "failed":
+        failed = [t for t, s in out.get("tasks", {}).items() if s in ("failed", "upstream_failed")]
+        out["outcome"] = f"failed tasks: {', '.join(failed) or '?'}"
+        logs = f"{airflow.local.home / 'logs'} or the UI" if airflow.local is not None else "the UI"
+        print(f"  {out['outcome']}; task logs: {logs}")
+    if out.get("error"):
+        print(f"  {out['error']}")
+    print(f"  run in the UI: {out['url']}  (login {airflow.user} / {airflow.password})")
+    log.info("demo.retraining", dag_run_id=run_id, state=out.get("state"), seconds=out.get("seconds"),
+             outcome=out.get("outcome"))
+    return out
+
+
 def payload(row: pd.Series, settings: Settings) -> dict[str, Any]:
     """A gold-layer row as an application sends it (API field names, JSON types)."""
     schema = settings.schema
@@ -139,8 +329,15 @@ def _show(title: str, response: requests.Response) -> dict[str, Any]:
 
 
 def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = None,
-             drift: bool = True) -> dict[str, Any]:
-    from churnops.data.generate import DriftSpec, generate_to_csv
+             drift: bool = True, airflow: bool = True, keep_airflow: bool = False,
+             retrain_timeout_s: float = RETRAIN_TIMEOUT_S, airflow_port: int | None = None) -> dict[str, Any]:
+    """The whole loop; returns what each step produced (the tests read it).
+
+    With `drift` and `airflow`, a local Airflow runs the retraining the drift check triggers; it is stopped
+    at the end unless `keep_airflow`. CHURNOPS_AIRFLOW_URL set: that Airflow is used as it is (nothing is
+    started, the run is followed with CHURNOPS_AIRFLOW_USER / CHURNOPS_AIRFLOW_PASSWORD).
+    """
+    from churnops.data.generate import generate_to_csv
     from churnops.feature_store import FeatureStore
     from pipeline.cli import summarise_report
     from pipeline.run import run_training
@@ -149,21 +346,21 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
     rows, seed = rows or demo.rows, demo.seed if seed is None else seed
     incoming = settings.home / "data" / "incoming"
 
-    _say(f"1/5 generating {rows} demo customers (seed {seed})")
+    _say(f"1/6 generating {rows} demo customers (seed {seed})")
     table = generate_to_csv(settings.schema, rows=rows, seed=seed, out=incoming / "demo-customers.csv")
     print(table)
 
-    _say("2/5 versioning with DVC and running the training pipeline (validate -> features -> train -> "
+    _say("2/6 versioning with DVC and running the training pipeline (validate -> features -> train -> "
          "evaluate -> register)")
     report = run_training(settings, table)
     print(summarise_report(report))
 
-    _say("3/5 pushing every customer's features to the Redis feature store")
+    _say("3/6 pushing every customer's features to the Redis feature store")
     ensure_redis(settings)
     pushed = FeatureStore.from_settings(settings).push_file(settings.features_dir / "customers.parquet")
     print(json.dumps(pushed.to_dict(), indent=2, default=str))
 
-    _say("4/5 starting the server and sending predictions")
+    _say("4/6 starting the server and sending predictions")
     test = pd.read_parquet(settings.features_dir / "test.parquet")
     churner = test[test["churn"] == 1].iloc[0]
     stayer = test[test["churn"] == 0].iloc[0]
@@ -177,28 +374,78 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
         batch = [payload(r, settings) for _, r in test.head(3).iterrows()]
         results["batch"] = _show("a batch of 3", requests.post(f"{base}/predict", json={"instances": batch}))
         if drift:
-            _say("5/5 a drifted batch through /predict, then the drift check on what the server saw")
-            spec = DriftSpec.parse(shifts=("Total_Trans_Ct=-0.8", "Total_Trans_Amt=-0.5"),
-                                   mixes=("Card_Category=Blue:0.5,Silver:0.3,Gold:0.15,Platinum:0.05",),
-                                   scales=())
-            drifted = generate_to_csv(settings.schema, rows=1000, seed=seed + 1, drift=spec,
-                                      out=incoming / "demo-drifted.csv")
-            frame = pd.read_csv(drifted)
-            bodies = [payload(r, settings) for _, r in frame.iterrows()]
-            limit = settings.params.serving.max_batch
-            for start in range(0, len(bodies), limit):
-                r = requests.post(f"{base}/predict", json={"instances": bodies[start:start + limit]})
-                r.raise_for_status()
-            print(f"sent {len(bodies)} drifted customers through /predict")
-            # Retraining goes through Airflow's REST API; without a running Airflow the demo only shows the
-            # alert and the run configuration the trigger would send (`churnops airflow up` enables it).
-            airflow = bool(os.environ.get("CHURNOPS_AIRFLOW_URL"))
-            args = [_churnops(), "drift", "check", *([] if airflow else ["--no-retrain"])]
-            check = subprocess.run(args, env=_env(settings))
-            results["drift_exit_code"] = check.returncode
-            print(f"drift check exit code: {check.returncode} (0 no drift, 3 drift, 4 not enough data)")
-            if not airflow:
-                print("retraining: no Airflow configured (CHURNOPS_AIRFLOW_URL), so nothing was triggered; "
-                      "with `churnops airflow up` the same check triggers churn_training with the drift "
-                      "report as its configuration (see docs/monitoring.md)")
+            results.update(_drift_and_retraining(settings, base, seed, airflow=airflow,
+                                                 keep_airflow=keep_airflow, timeout_s=retrain_timeout_s,
+                                                 port=airflow_port))
+    return results
+
+
+def _drift_and_retraining(settings: Settings, base: str, seed: int, *, airflow: bool, keep_airflow: bool,
+                          timeout_s: float, port: int | None) -> dict[str, Any]:
+    """Steps 5 and 6: Airflow up, a drifted batch through /predict, the drift check, the retraining run."""
+    from churnops.data.generate import DriftSpec, generate_to_csv
+    from monitoring.retrain import ENV_PASSWORD, ENV_URL, ENV_USER
+
+    results: dict[str, Any] = {}
+    external = os.environ.get(ENV_URL)
+    af: DemoAirflow | None = None
+    if external:
+        _say(f"5/6 retraining goes to the Airflow at {external} ({ENV_URL}); nothing is started")
+    elif not airflow:
+        _say("5/6 no Airflow (--no-airflow): the drift check shows the alert but triggers no retraining")
+    else:
+        _say("5/6 starting a local Airflow (airflow standalone, the project's dags/) for the retraining")
+        af, why = start_airflow(settings, serving_url=base, port=port)
+        results["airflow"] = {"started": af is not None, "error": why or None}
+        if af is None:
+            print(f"could not start Airflow, so the drift check will not trigger retraining:\n{why}\n"
+                  "the demo goes on without it (`churnops airflow up` starts Airflow by hand; "
+                  "`--no-airflow` skips this step)")
+        else:
+            results["airflow"].update(url=af.url, pid=af.pid, start_s=round(af.start_s, 1))
+            print(f"Airflow is up after {af.start_s:.0f} s: UI {af.url}  login {af.user} / {af.password}\n"
+                  f"its tasks use {af.params_path} (params.yaml with the demo's retraining budget)")
+    try:
+        _say("6/6 a drifted batch through /predict, the drift check on what the server saw, the retraining")
+        spec = DriftSpec.parse(shifts=("Total_Trans_Ct=-0.8", "Total_Trans_Amt=-0.5"),
+                               mixes=("Card_Category=Blue:0.5,Silver:0.3,Gold:0.15,Platinum:0.05",),
+                               scales=())
+        drifted = generate_to_csv(settings.schema, rows=1000, seed=seed + 1, drift=spec,
+                                  out=settings.home / "data" / "incoming" / "demo-drifted.csv")
+        frame = pd.read_csv(drifted)
+        bodies = [payload(r, settings) for _, r in frame.iterrows()]
+        limit = settings.params.serving.max_batch
+        for start in range(0, len(bodies), limit):
+            r = requests.post(f"{base}/predict", json={"instances": bodies[start:start + limit]})
+            r.raise_for_status()
+        print(f"sent {len(bodies)} drifted customers through /predict")
+        env = _env(settings)
+        retrain = af is not None or bool(external)
+        if af is not None:
+            env.update(af.check_env())  # what monitoring/retrain.py reads: URL, user, password
+        # the window is exactly the drifted batch, whatever else the prediction log holds (earlier demos)
+        check = subprocess.run([_churnops(), "drift", "check", "--last-n", str(len(bodies)),
+                                *([] if retrain else ["--no-retrain"])], env=env)
+        results["drift_exit_code"] = check.returncode
+        print(f"drift check exit code: {check.returncode} (0 no drift, 3 drift, 4 not enough data, "
+              "5 drift but the retraining trigger failed)")
+        if not retrain:
+            print("retraining: no Airflow, so nothing was triggered; with the demo's own Airflow (no "
+                  f"--no-airflow) or {ENV_URL} / {ENV_USER} / {ENV_PASSWORD} naming one, the same check "
+                  "triggers churn_training with the drift report as its configuration (docs/monitoring.md)")
+        elif check.returncode in (3, 5):
+            follow = af or DemoAirflow(external or "", os.environ.get(ENV_USER, ""),
+                                       os.environ.get(ENV_PASSWORD, ""), None, settings.params_path, 0.0)
+            results["retraining"] = follow_retraining(settings, follow, settings.reports_dir / "drift"
+                                                      / "drift.json", timeout_s)
+        else:
+            print("retraining: nothing to retrain for (no drift found)")
+    finally:
+        if af is not None and keep_airflow:
+            print(f"\nAirflow keeps running (--keep-airflow): {af.url}  login {af.user} / {af.password}; "
+                  f"its tasks keep {af.params_path}; stop it with `churnops airflow down`")
+        elif af is not None:
+            stop_airflow(af)
+            print(f"\nstopped the demo's Airflow (its metadata DB and logs stay in {af.local.home}; "
+                  "`churnops airflow up` starts it again)")
     return results
