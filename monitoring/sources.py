@@ -70,9 +70,10 @@ def file_reference(settings: Settings, path: Path) -> Sample:
 def read_features_csv(settings: Settings, path: Path) -> pd.DataFrame:
     """Read and validate a customer CSV whose rows may be unlabelled (production batches have no target).
 
-    The validator requires the id and target columns; for a drift window only features matter, so absent
-    id/target columns are filled with placeholders before validation and dropped after, and the table-level
-    size rules are left to the drift check's own minimum window.
+    Validated as an unlabelled table (``labelled=False``: no target column needed, no label rule; a target
+    column that is there is not returned). Batches often carry no customer id either: an absent id column
+    gets row numbers for the validation and is dropped after. The table-level size rule is left to the
+    drift check's own minimum window.
     """
     from churnops.data.ingest import IngestError, read_table
     from churnops.data.validate import validate_table
@@ -82,21 +83,15 @@ def read_features_csv(settings: Settings, path: Path) -> pd.DataFrame:
         frame = read_table(path, schema)
     except IngestError as exc:
         raise SourceError(str(exc)) from exc
-    placeholders = []
-    if schema.id_column not in frame.columns:
+    no_id = schema.id_column not in frame.columns
+    if no_id:
         frame[schema.id_column] = [f"row-{i}" for i in range(len(frame))]
-        placeholders.append(schema.id_column)
-    if schema.target.column not in frame.columns:
-        labels = [schema.target.positive, schema.target.negative]
-        frame[schema.target.column] = [labels[i % 2] for i in range(len(frame))]
-        placeholders.append(schema.target.column)
-    rules = settings.params.validate_.model_copy(update={"min_rows": 1, "min_class_count": 1})
-    report = validate_table(frame, schema, rules, source=str(path))
+    rules = settings.params.validate_.model_copy(update={"min_rows": 1})
+    report = validate_table(frame, schema, rules, source=str(path), labelled=False)
     if not report.ok:
         raise SourceError(f"{path} does not match the schema, so its drift cannot be measured:\n"
                           + report.to_text())
-    clean = report.clean.drop(columns=placeholders)
-    return clean
+    return report.clean.drop(columns=[schema.id_column]) if no_id else report.clean
 
 
 def file_current(settings: Settings, path: Path) -> Sample:

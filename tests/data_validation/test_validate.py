@@ -332,6 +332,74 @@ def test_duplicate_ids_are_an_error_counting_every_row_involved(table, check, sc
     assert report.stats[schema.id_column]["distinct"] == 297
 
 
+# -- unlabelled tables (labelled=False) ------------------------------------------------------------------
+
+
+def test_an_unlabelled_table_needs_no_target_and_yields_no_target(table, schema, rules) -> None:
+    path = table(lambda rows, header: header.remove(schema.target.column))
+
+    report = validate_table(read_table(path, schema), schema, rules, source=str(path), labelled=False)
+
+    assert report.ok and report.issues == [], report.to_text()
+    assert report.columns == [schema.id_column, *schema.feature_columns]
+    assert list(report.clean.columns) == [schema.id_column, *schema.feature_columns]
+    assert report.clean["Customer_Age"].dtype == np.int64
+    assert report.to_dict()["labelled"] is False and "unlabelled" in report.to_text()
+    # the same table is not valid as a training table
+    labelled = validate_table(read_table(path, schema), schema, rules, source=str(path))
+    assert not labelled.ok and only(labelled, "missing_column", schema.target.column)
+    assert labelled.to_dict()["labelled"] is True
+
+
+def test_unlabelled_skips_every_label_rule_even_when_a_target_column_is_there(table, schema, rules) -> None:
+    def edit(rows, header):
+        for row in rows:
+            row[schema.target.column] = schema.target.negative  # single_class
+        rows[3][schema.target.column] = "Churned"  # unknown_label
+        rows[4][schema.target.column] = ""  # a missing label
+
+    path = table(edit)
+    labelled = validate_table(read_table(path, schema), schema, rules, source=str(path))
+    assert {i.rule for i in labelled.errors} == {"unknown_label", "missing_values", "single_class"}
+
+    report = validate_table(read_table(path, schema), schema, rules, source=str(path), labelled=False)
+
+    assert report.ok and report.issues == [], report.to_text()
+    assert schema.target.column not in report.clean.columns
+    assert schema.target.column not in report.stats
+    assert report.find("extra_column") == []  # a schema column, just not checked
+
+
+def test_unlabelled_applies_every_other_rule_exactly_as_labelled(table, schema, rules) -> None:
+    def edit(rows, header):
+        rows[2]["Customer_Age"] = "abc"  # not_numeric
+        rows[3]["Credit_Limit"] = "-5"  # out_of_range
+        rows[4]["Card_Category"] = "Diamond"  # unknown_category
+        rows[5]["Marital_Status"] = ""  # missing_values
+        rows[9][schema.id_column] = rows[8][schema.id_column]  # duplicate_id
+        header.remove("Total_Trans_Ct")  # missing_column
+        header.append("Branch")  # extra_column
+
+    path = table(edit, n=150)  # too_few_rows
+    labelled = validate_table(read_table(path, schema), schema, rules, source=str(path))
+    unlabelled = validate_table(read_table(path, schema), schema, rules, source=str(path), labelled=False)
+
+    assert {i.rule for i in labelled.issues} == {
+        "not_numeric", "out_of_range", "unknown_category", "missing_values", "duplicate_id", "missing_column",
+        "extra_column", "too_few_rows"}
+    assert unlabelled.issues == labelled.issues
+    assert unlabelled.stats == {
+        k: v for k, v in labelled.stats.items() if k != schema.target.column}
+
+
+def test_unlabelled_still_requires_the_id(table, schema, rules) -> None:
+    path = table(lambda rows, header: header.remove(schema.id_column))
+
+    report = validate_table(read_table(path, schema), schema, rules, labelled=False)
+
+    assert only(report, "missing_column", schema.id_column).severity == "error"
+
+
 # -- warnings never stop -------------------------------------------------------------------------------
 
 

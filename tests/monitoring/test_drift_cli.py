@@ -182,6 +182,25 @@ def test_an_unlabelled_csv_window_is_checked(monitoring_home, make_table, tmp_pa
     assert result.exit_code == 0, result.output
 
 
+def test_a_csv_window_is_validated_without_its_labels(monitoring_home, make_table, tmp_path, schema):
+    """Labels play no part in drift: a window of one class, with a label no model knows, is still checked
+    (validate_table(labelled=False)); its features are validated as strictly as ever."""
+    home = monitoring_home({"monitoring": {"retrain": {"enabled": False}}})
+    frame = make_table(400, seed=2)
+    frame[schema.target.column] = schema.target.negative
+    frame.loc[3, schema.target.column] = "Churned"
+    path = tmp_path / "labelled.csv"
+    frame.to_csv(path, index=False)
+    args = ("check", "--no-alert", "--reference", str(home / "reference.parquet"), "--current", str(path))
+    result = run(home, *args)
+    assert result.exit_code == 0, result.output
+
+    frame.loc[5, "Card_Category"] = "Diamond"
+    frame.to_csv(path, index=False)
+    result = run(home, *args)
+    assert result.exit_code == 1 and "Diamond" in result.output and "unlabelled" in result.output
+
+
 def test_conflicting_window_options_are_a_usage_error(monitoring_home):
     home = monitoring_home()
     result = run(home, "check", "--current", str(home / "same.parquet"), "--last-n", "10")

@@ -28,6 +28,11 @@ too_few_class_rows   a class with fewer rows than min_class_count [error]
 ===================  =========================================================================================
 
 Examples name the row by its line in the file, counting the header as line 1.
+
+Unlabelled tables (production batches, a drift window: the outcome is not known yet) are validated with
+``validate_table(..., labelled=False)``: the target column is not required, the label rules
+(``unknown_label``, ``single_class``, ``too_few_class_rows``, missing labels) are skipped, and a target
+column that is present anyway is left out of the checks and of ``clean``; every other rule is the same.
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ class ValidationReport:
     dropped_columns: list[str] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    labelled: bool = True  # False: validated without the target (label rules skipped)
     _clean: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -143,6 +149,7 @@ class ValidationReport:
         return {
             "source": self.source,
             "ok": self.ok,
+            "labelled": self.labelled,
             "rows": self.rows,
             "columns": list(self.columns),
             "dropped_columns": list(self.dropped_columns),
@@ -156,8 +163,9 @@ class ValidationReport:
 
     def to_text(self) -> str:
         verdict = "PASSED" if self.ok else "FAILED"
+        unlabelled = "" if self.labelled else "   (unlabelled: no target, label rules skipped)"
         head = [
-            f"data validation: {self.source}",
+            f"data validation: {self.source}{unlabelled}",
             f"rows: {self.rows}   schema columns found: {len(self.columns)}   dropped (label leaks): "
             f"{len(self.dropped_columns)}   extra (ignored): {len(self.extra_columns)}",
             f"verdict: {verdict} ({_plural(len(self.errors), 'error')}, "
@@ -188,29 +196,33 @@ def write_report(report: ValidationReport, directory: Path | str) -> tuple[Path,
 
 
 def validate_table(frame: pd.DataFrame, schema: SchemaSettings, rules: ValidateSettings,
-                   source: str | None = None) -> ValidationReport:
-    """Check `frame` (string columns, as :func:`churnops.data.ingest.read_table` returns it)."""
+                   source: str | None = None, *, labelled: bool = True) -> ValidationReport:
+    """Check `frame` (string columns, as :func:`churnops.data.ingest.read_table` returns it).
+
+    ``labelled=False``: a table without outcomes; no target column required, no label rule (module doc).
+    """
     started = time.perf_counter()
-    check = _Checker(frame, schema, rules)
+    check = _Checker(frame, schema, rules, labelled)
     check.columns()
     typed = check.values()
     check.table(typed)
     clean = None
     if not any(i.severity == "error" for i in check.issues):
-        clean = _assemble(frame, {c: typed[c] for c in check.converted}, schema.required_columns)
+        clean = _assemble(frame, {c: typed[c] for c in check.converted}, check.required)
     report = ValidationReport(
         source=source or str(frame.attrs.get("source", "(frame)")),
         rows=len(frame),
-        columns=[c for c in schema.required_columns if c in frame.columns],
+        columns=[c for c in check.required if c in frame.columns],
         issues=check.issues,
         stats=check.stats,
         rules=rules,
         dropped_columns=check.dropped,
         extra_columns=check.extra,
         seconds=time.perf_counter() - started,
+        labelled=labelled,
         _clean=clean,
     )
-    log.info("validate.done", source=report.source, rows=report.rows, ok=report.ok,
+    log.info("validate.done", source=report.source, rows=report.rows, ok=report.ok, labelled=labelled,
              errors=len(report.errors), warnings=len(report.warnings), seconds=round(report.seconds, 3))
     return report
 
@@ -228,8 +240,12 @@ def _assemble(frame: pd.DataFrame, converted: dict[str, pd.Series], columns: lis
 
 
 class _Checker:
-    def __init__(self, frame: pd.DataFrame, schema: SchemaSettings, rules: ValidateSettings) -> None:
+    def __init__(self, frame: pd.DataFrame, schema: SchemaSettings, rules: ValidateSettings,
+                 labelled: bool = True) -> None:
         self.frame, self.schema, self.rules = frame, schema, rules
+        self.labelled = labelled
+        # the columns checked and kept: all the schema's, or all but the target for an unlabelled table
+        self.required = [c for c in schema.required_columns if labelled or c != schema.target.column]
         self.n = len(frame)
         self.issues: list[Issue] = []
         self.stats: dict[str, dict[str, Any]] = {}
@@ -259,7 +275,7 @@ class _Checker:
     # -- columns -------------------------------------------------------------------------------------
     def columns(self) -> None:
         present = set(self.frame.columns)
-        for column in self.schema.required_columns:
+        for column in self.required:
             if column not in present:
                 hint = _near(column, [*self.extra, *present])
                 self.add(column, "missing_column", "error", None,
@@ -277,7 +293,7 @@ class _Checker:
     # -- values --------------------------------------------------------------------------------------
     def values(self) -> dict[str, pd.Series]:
         typed: dict[str, pd.Series] = {}
-        for column in self.schema.required_columns:
+        for column in self.required:
             if column not in self.frame.columns:
                 continue
             series = self.frame[column]
@@ -389,7 +405,7 @@ class _Checker:
         if self.n < rules.min_rows:
             self.add(None, "too_few_rows", "error", None,
                      f"{self.n} rows, fewer than min_rows {rules.min_rows}", rows=self.n)
-        labels = typed.get(target.column)
+        labels = typed.get(target.column) if self.labelled else None
         if labels is None:
             return
         counts = {label: int((labels == label).sum()) for label in (target.positive, target.negative)}
