@@ -24,33 +24,162 @@ import numpy as np
 from numba import njit
 
 LEAF = -1
+COMPLETE_MAX_DEPTH = 10  # trees up to this depth are also laid out as complete binary trees (no pointers)
+# what the kernels return per row: the leaves' sum, sigmoid of it (float32, as XGBoost), or its mean
+SUM, LOGISTIC, MEAN = 0, 1, 2
+_LINKS = {"sum": SUM, "logistic": LOGISTIC, "mean": MEAN}
 
 
 @njit(cache=True, nogil=True)
-def _sum_leaves(X, feature, threshold, left, right, default_left, value, roots, strict, base, out):  # noqa: N803
-    """out[r] = base + sum over trees of the leaf value row r reaches (accumulated in out's dtype)."""
+def _goes_right(x, threshold, default_left, strict):  # noqa: ANN001, ANN202
+    if np.isnan(x):
+        return not default_left
+    if strict:
+        return not x < threshold
+    return not x <= threshold
+
+
+@njit(cache=True, nogil=True)
+def _finish(acc, link, n_trees):  # noqa: ANN001, ANN202
+    if link == LOGISTIC:  # XGBoost's sigmoid, in float32
+        one = np.float32(1.0)
+        return one / (one + np.exp(-np.float32(acc)))
+    if link == MEAN:
+        return acc / n_trees
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _score_nodes(X, feature, threshold, left, right, default_left, value, roots, strict, base, link, out):  # noqa: N803, ANN001
+    """Pointer layout (any depth): walk from each tree's root until a leaf (``left == -1``)."""
     for r in range(X.shape[0]):
         acc = base
         for t in range(roots.shape[0]):
             node = roots[t]
             while left[node] != LEAF:
-                x = X[r, feature[node]]
-                if np.isnan(x):
-                    go_left = default_left[node]
-                elif strict:
-                    go_left = x < threshold[node]
+                x = np.float32(X[r, feature[node]])  # both libraries test float32 values
+                if _goes_right(x, threshold[node], default_left[node], strict):
+                    node = right[node]
                 else:
-                    go_left = x <= threshold[node]
-                node = left[node] if go_left else right[node]
+                    node = left[node]
             acc += value[node]
-        out[r] = acc
+        out[r] = _finish(acc, link, roots.shape[0])
+
+
+MISSING_CODE = 0xFFFF  # a row's code for a missing value
+PAD_BIN = 0xFFFE  # padding nodes: every non-missing code goes left
+DEFAULT_LEFT_BIT = 0x8000  # high bit of a node's feature field: where a missing value goes
 
 
 @njit(cache=True, nogil=True)
-def _sigmoid_f32(margin, out):  # noqa: ANN001
-    one = np.float32(1.0)
-    for i in range(margin.shape[0]):
-        out[i] = one / (one + np.exp(-margin[i]))
+def _row_codes(X, r, cuts, cut_start, strict, codes):  # noqa: N803, ANN001, ANN202
+    """For each feature, how many of its split points the value passes: with strict tests (XGBoost) the
+    number of cuts <= x, so that ``x < cut[k]`` exactly when the code is <= k; with ``<=`` tests
+    (scikit-learn) the number of cuts < x, so that ``x <= cut[k]`` exactly when the code is <= k."""
+    for j in range(codes.shape[0]):
+        x = np.float32(X[r, j])
+        if np.isnan(x):
+            codes[j] = MISSING_CODE
+            continue
+        lo, hi = cut_start[j], cut_start[j + 1]
+        first = lo
+        while lo < hi:  # binary search for the first cut that x does not pass
+            mid = (lo + hi) >> 1
+            passed = cuts[mid] <= x if strict else cuts[mid] < x
+            if passed:
+                lo = mid + 1
+            else:
+                hi = mid
+        codes[j] = lo - first
+
+
+@njit(cache=True, nogil=True)
+def _score_complete(X, cuts, cut_start, node_feature, node_bin, leaf, depth, strict, base, link, out):  # noqa: N803, ANN001
+    """Complete, quantized layout: tree t's inner nodes at ``t * (2**depth - 1) + i`` (children of i: 2i+1,
+    2i+2), its leaves at ``t * 2**depth + j``. A node holds its feature and the index of its split point among
+    that feature's sorted cuts (4 bytes: a tree's first levels share a cache line); the row is turned into
+    codes once, then every tree takes a fixed number of integer comparisons."""
+    n_inner = (1 << depth) - 1
+    n_leaves = 1 << depth
+    n_trees = leaf.shape[0] // n_leaves
+    codes = np.empty(cut_start.shape[0] - 1, dtype=np.uint16)
+    for r in range(X.shape[0]):
+        _row_codes(X, r, cuts, cut_start, strict, codes)
+        acc = base
+        for t in range(n_trees):
+            offset = t * n_inner
+            i = 0
+            for _ in range(depth):
+                k = offset + i
+                f = node_feature[k]
+                code = codes[f & 0x7FFF]
+                if code == MISSING_CODE:
+                    right = (f & DEFAULT_LEFT_BIT) == 0
+                else:
+                    right = code > node_bin[k]
+                i = 2 * i + 1 + right
+            acc += leaf[t * n_leaves + i - n_inner]
+        out[r] = _finish(acc, link, n_trees)
+
+
+@dataclass(frozen=True)
+class CompleteLayout:
+    """The same trees padded to one depth (a leaf above the bottom becomes a subtree whose leaves all hold
+    its value; the padding nodes' tests do not matter) with split points replaced by their rank."""
+
+    cuts: np.ndarray  # every feature's sorted distinct split points, feature after feature
+    cut_start: np.ndarray  # int64: feature j's cuts are cuts[cut_start[j]:cut_start[j + 1]]
+    node_feature: np.ndarray  # uint16: feature index, DEFAULT_LEFT_BIT set when a missing value goes left
+    node_bin: np.ndarray  # uint16: rank of the node's split point among its feature's cuts
+    leaf: np.ndarray
+    depth: int
+
+
+def tree_depths(left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """Depth of every tree (a lone leaf has depth 0)."""
+    depths = np.zeros(roots.shape[0], dtype=np.int64)
+    for t, root in enumerate(roots):
+        level, d = [int(root)], 0
+        while True:
+            nxt = [c for n in level if left[n] != LEAF for c in (int(left[n]), int(right[n]))]
+            if not nxt:
+                break
+            level, d = nxt, d + 1
+        depths[t] = d
+    return depths
+
+
+def complete_layout(ens: TreeEnsemble, depth: int) -> CompleteLayout | None:
+    """The complete, quantized layout, or None when a feature has too many distinct split points for 16 bits."""
+    inner = ens.left != LEAF
+    per_feature = [np.unique(ens.threshold[inner & (ens.feature == j)]) for j in range(ens.n_features)]
+    if ens.n_features >= DEFAULT_LEFT_BIT or any(c.size >= PAD_BIN for c in per_feature):
+        return None
+    cut_start = np.zeros(ens.n_features + 1, dtype=np.int64)
+    cut_start[1:] = np.cumsum([c.size for c in per_feature])
+    cuts = np.concatenate([*per_feature, np.zeros(0, dtype=ens.threshold.dtype)]).astype(ens.threshold.dtype)
+    n_inner, n_leaves = (1 << depth) - 1, 1 << depth
+    node_feature = np.zeros(ens.n_trees * n_inner, dtype=np.uint16)
+    node_bin = np.full(ens.n_trees * n_inner, PAD_BIN, dtype=np.uint16)
+    leaf = np.zeros(ens.n_trees * n_leaves, dtype=ens.value.dtype)
+    for t, root in enumerate(ens.roots):
+        stack = [(int(root), 0, 0)]  # (node, position in the complete tree, level)
+        while stack:
+            node, pos, level = stack.pop()
+            if ens.left[node] == LEAF:  # every bottom-level position under `pos` gets this leaf's value
+                first = pos
+                for _ in range(depth - level):
+                    first = 2 * first + 1
+                start = t * n_leaves + first - n_inner
+                leaf[start:start + (1 << (depth - level))] = ens.value[node]
+                continue
+            f = int(ens.feature[node])
+            k = t * n_inner + pos
+            node_feature[k] = f | (DEFAULT_LEFT_BIT if ens.default_left[node] else 0)
+            node_bin[k] = int(np.searchsorted(per_feature[f], ens.threshold[node]))
+            stack.append((int(ens.left[node]), 2 * pos + 1, level + 1))
+            stack.append((int(ens.right[node]), 2 * pos + 2, level + 1))
+    return CompleteLayout(cuts, cut_start, node_feature, node_bin, leaf, depth)
 
 
 @dataclass(frozen=True)
@@ -66,33 +195,42 @@ class TreeEnsemble:
     roots: np.ndarray  # int32: each tree's root node
     strict: bool  # True: ``x < threshold`` goes left (XGBoost); False: ``x <= threshold`` (scikit-learn)
     base: float  # added to every row's sum (XGBoost's base margin)
-    link: str  # "logistic": probability = sigmoid(sum); "mean": sum / number of trees
+    link: str  # "logistic": probability = sigmoid(sum); "mean": sum / number of trees; "sum"
     n_features: int
+
+    def __post_init__(self) -> None:
+        depth = int(tree_depths(self.left, self.right, self.roots).max(initial=0))
+        layout = complete_layout(self, depth) if depth <= COMPLETE_MAX_DEPTH else None
+        object.__setattr__(self, "depth", depth)
+        object.__setattr__(self, "layout", layout)  # None: the trees are walked through their pointers
 
     @property
     def n_trees(self) -> int:
         return int(self.roots.shape[0])
 
-    def sum_leaves(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        """Per row: base + the sum of the leaves reached, accumulated in the leaf values' dtype."""
-        # both libraries test float32 values; one beyond float32 becomes inf: above every split
-        with np.errstate(over="ignore"):
-            X = np.ascontiguousarray(X, dtype=np.float32)  # noqa: N806
+    def _run(self, X: np.ndarray, link: str) -> np.ndarray:  # noqa: N803
+        X = np.ascontiguousarray(X)  # noqa: N806 (values become float32 inside the kernel, inf beyond range)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected rows of {self.n_features} features, got shape {X.shape}")
-        out = np.empty(X.shape[0], dtype=self.value.dtype)
-        _sum_leaves(X, self.feature, self.threshold, self.left, self.right, self.default_left, self.value,
-                    self.roots, self.strict, self.value.dtype.type(self.base), out)
+        out = np.empty(X.shape[0], dtype=np.float64)
+        base = self.value.dtype.type(self.base)
+        code = _LINKS[link]
+        c = self.layout
+        if c is not None:
+            _score_complete(X, c.cuts, c.cut_start, c.node_feature, c.node_bin, c.leaf, c.depth, self.strict,
+                            base, code, out)
+        else:
+            _score_nodes(X, self.feature, self.threshold, self.left, self.right, self.default_left, self.value,
+                         self.roots, self.strict, base, code, out)
         return out
+
+    def sum_leaves(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Per row: base + the sum of the leaves reached, accumulated in the leaf values' dtype."""
+        return self._run(X, "sum")
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Probability of the positive class, float64."""
-        total = self.sum_leaves(X)
-        if self.link == "logistic":
-            proba = np.empty_like(total)
-            _sigmoid_f32(total, proba)
-            return proba.astype(np.float64)
-        return total / self.n_trees
+        return self._run(X, self.link)
 
     def probe_rows(self, n_rows: int = 512, seed: int = 0) -> np.ndarray:
         """Rows that exercise the trees' own boundaries: every value is one of the model's split points, a

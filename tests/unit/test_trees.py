@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import xgboost as xgb
@@ -52,10 +54,12 @@ def test_xgboost_compiles_to_the_boosters_own_probabilities(params: dict) -> Non
 
 
 @pytest.mark.parametrize("cls", [RandomForestClassifier, ExtraTreesClassifier])
-def test_sklearn_forests_compile_to_their_predict_proba(cls: type) -> None:
+@pytest.mark.parametrize("max_depth", [None, 5])  # deep trees walk pointers, shallow ones a complete layout
+def test_sklearn_forests_compile_to_their_predict_proba(cls: type, max_depth: int | None) -> None:
     X, y = _data()  # noqa: N806
-    forest = cls(n_estimators=40, min_samples_leaf=2, random_state=0, n_jobs=1).fit(X, y)
+    forest = cls(n_estimators=40, max_depth=max_depth, min_samples_leaf=2, random_state=0, n_jobs=1).fit(X, y)
     trees = compile_sklearn_forest(forest)
+    assert (trees.layout is None) == (max_depth is None)
     X_new, _ = _data(seed=4)  # noqa: N806
     for rows in (X_new, trees.probe_rows(1000, seed=5)):
         np.testing.assert_allclose(trees.predict_proba(rows), forest.predict_proba(rows)[:, 1], rtol=0,
@@ -76,10 +80,10 @@ def test_verify_rejects_a_compiled_model_that_differs_from_the_library() -> None
     booster = xgb.XGBClassifier(n_estimators=30, max_depth=4, n_jobs=1).fit(X, y).get_booster()
     trees = compile_xgboost(booster)
     assert trees.verify(booster.inplace_predict) <= 1e-7
-    leaves = np.flatnonzero(trees.left == -1)
-    trees.value[leaves[:20]] += np.float32(0.5)  # a compiler bug: some leaves wrong
+    value = trees.value.copy()
+    value[np.flatnonzero(trees.left == -1)[:20]] += np.float32(0.5)  # a compiler bug: some leaves wrong
     with pytest.raises(ValueError, match="differ from the library"):
-        trees.verify(booster.inplace_predict)
+        replace(trees, value=value).verify(booster.inplace_predict)
 
 
 def test_unsupported_models_are_not_compiled() -> None:
@@ -116,8 +120,7 @@ def test_scorer_uses_the_compiled_trees_and_falls_back_to_the_library_when_they_
 
     def broken(booster):  # a compiler that gets the trees wrong
         trees = original(booster)
-        trees.value[:] = 0
-        return trees
+        return replace(trees, value=np.zeros_like(trees.value))
 
     monkeypatch.setattr(trees_module, "compile_xgboost", broken)
     fallback = Scorer(pipe)
@@ -125,3 +128,17 @@ def test_scorer_uses_the_compiled_trees_and_falls_back_to_the_library_when_they_
     np.testing.assert_allclose(fallback.predict_proba_frame(frame), expected, atol=1e-7)
     records = frame.head(3).to_dict(orient="records")
     np.testing.assert_allclose(fallback.predict_proba_records(records), expected[:3], atol=1e-7)
+
+
+def test_pointer_and_complete_layouts_score_identically(monkeypatch) -> None:
+    from churnops import trees as trees_module
+
+    X, y = _data()  # noqa: N806
+    booster = xgb.XGBClassifier(n_estimators=60, max_depth=5, n_jobs=1).fit(X, y).get_booster()
+    complete = compile_xgboost(booster)
+    monkeypatch.setattr(trees_module, "COMPLETE_MAX_DEPTH", 0)
+    pointers = replace(complete)  # rebuilt: too deep for a complete layout now
+    assert complete.layout is not None and complete.layout.depth == 5 and pointers.layout is None
+    rows = _rows_with_missing(_data(seed=9)[0], 10)
+    np.testing.assert_array_equal(pointers.predict_proba(rows), complete.predict_proba(rows))
+    np.testing.assert_array_equal(pointers.sum_leaves(rows), complete.sum_leaves(rows))
