@@ -150,7 +150,7 @@ def tree_depths(left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> np.nd
 
 
 def complete_layout(ens: TreeEnsemble, depth: int) -> CompleteLayout | None:
-    """The complete, quantized layout, or None when a feature has too many distinct split points for 16 bits."""
+    """The complete, quantized layout; None when a feature has too many distinct split points for 16 bits."""
     inner = ens.left != LEAF
     per_feature = [np.unique(ens.threshold[inner & (ens.feature == j)]) for j in range(ens.n_features)]
     if ens.n_features >= DEFAULT_LEFT_BIT or any(c.size >= PAD_BIN for c in per_feature):
@@ -220,8 +220,8 @@ class TreeEnsemble:
             _score_complete(X, c.cuts, c.cut_start, c.node_feature, c.node_bin, c.leaf, c.depth, self.strict,
                             base, code, out)
         else:
-            _score_nodes(X, self.feature, self.threshold, self.left, self.right, self.default_left, self.value,
-                         self.roots, self.strict, base, code, out)
+            _score_nodes(X, self.feature, self.threshold, self.left, self.right, self.default_left,
+                         self.value, self.roots, self.strict, base, code, out)
         return out
 
     def sum_leaves(self, X: np.ndarray) -> np.ndarray:  # noqa: N803

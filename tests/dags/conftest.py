@@ -50,6 +50,9 @@ ISOLATED_ENV = (
     "CHURNOPS_AIRFLOW_URL",
     "CHURNOPS_AIRFLOW_PASSWORD",
     "CHURNOPS_AIRFLOW_DB_URL",
+    "CHURNOPS_ALERT_WEBHOOK_URL",
+    "CHURNOPS_SLACK_WEBHOOK_URL",
+    "CHURNOPS_ALERTMANAGER_URL",
 )
 
 
@@ -88,15 +91,42 @@ def make_project(
     return root
 
 
+@pytest.fixture(scope="session")
+def _dags_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """A redis-server of this test session's own. Other sessions' tests flush the shared test database
+    (db 15) whenever they start, which would wipe a prediction log between two DAG runs of one test."""
+    from tests.conftest import RedisProcess
+
+    if shutil.which("redis-server") is None:
+        yield None
+        return
+    server = RedisProcess(tmp_path_factory.mktemp("dags-redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop(save=False)
+
+
 @pytest.fixture
-def project_env(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Callable[[Path], None]:
+def dags_redis_url(_dags_redis_server: str | None, request: pytest.FixtureRequest) -> str:
+    """A real, empty Redis for one test: the session's own server, else the shared test database."""
+    import redis
+
+    if _dags_redis_server is None:
+        return request.getfixturevalue("redis_url")
+    redis.Redis.from_url(_dags_redis_server).flushdb()
+    return _dags_redis_server
+
+
+@pytest.fixture
+def project_env(monkeypatch: pytest.MonkeyPatch, dags_redis_url: str) -> Callable[[Path], None]:
     """Point the process (and so the tasks dag.test() runs in it) at a project home and the test Redis."""
 
     def _use(home: Path) -> None:
         for var in ISOLATED_ENV:
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setenv("CHURNOPS_HOME", str(home))
-        monkeypatch.setenv("REDIS_URL", redis_url)
+        monkeypatch.setenv("REDIS_URL", dags_redis_url)
 
     return _use
 
