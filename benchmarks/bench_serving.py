@@ -119,6 +119,7 @@ def prepare_home(root: Path, redis_url: str, rows: int, trees: int, depth: int) 
     from churnops.data.generate import generate
     from churnops.feature_store import FeatureStore
     from churnops.features import FeatureEncoder
+    from churnops.outliers import fit_from_settings
     from churnops.settings import load_settings
 
     home = root / "home"
@@ -135,6 +136,9 @@ def prepare_home(root: Path, redis_url: str, rows: int, trees: int, depth: int) 
     experiment = tracking.configure_tracking(settings)
     with mlflow.start_run(experiment_id=experiment) as run:
         info = tracking.log_model(pipeline, X, settings)
+        # the Isolation Forest training logs with every model: /predict scores it too (`anomaly`)
+        detector = fit_from_settings(X, settings).save(root / "isolation_forest.npz")
+        mlflow.log_artifact(str(detector), artifact_path=str(Path(tracking.OUTLIER_ARTIFACT).parent))
         mlflow.log_param("threshold", 0.5)
         mlflow.set_tags({tracking.TAG_MODEL_URI: info.model_uri, tracking.TAG_MODEL_ID: info.model_id,
                          "candidate": "xgboost"})
@@ -232,8 +236,12 @@ def run_wrk(url: str, script: Path, duration: int, connections: int, threads: in
 
 # -- where a request's time goes (in-process, same model) -------------------------------------------
 def breakdown(settings: Any, body: dict[str, Any], n: int = 2000) -> dict[str, float]:
-    """Microseconds per call of each step of the full-payload path, on the registered champion."""
+    """CPU microseconds per call of each step of the full-payload path, on the registered champion, and of
+    one Redis round trip (what a lookup by id adds at least)."""
+    import orjson
+
     from churnops import registry
+    from churnops.feature_store import connect
     from serving.validation import RequestValidator, parse_json
 
     champion = registry.load_champion(settings)
@@ -242,19 +250,24 @@ def breakdown(settings: Any, body: dict[str, Any], n: int = 2000) -> dict[str, f
     raw = json.dumps(body).encode()
     record = validator.parse(parse_json(raw)).items[0].record
     matrix = scorer.matrix([record])
+    redis_client = connect(settings.redis_url, connect_timeout_s=1, socket_timeout_s=1)
     steps = {
         "parse + validate": lambda: validator.parse(parse_json(raw)),
         "encode (FeatureEncoder.encode_records)": lambda: scorer.encoder.encode_records([record]),
-        "model (Booster.inplace_predict, 1 thread)": lambda: scorer._proba(matrix),
-        "response JSON": lambda: json.dumps(CONSTANT),
+        "model: compiled trees (churnops.trees)": lambda: scorer._proba(matrix),
+        "model: Booster.inplace_predict, 1 thread": lambda: scorer._library_proba(matrix),
+        "outlier detector (compiled Isolation Forest)": lambda: champion.outliers.score_encoded(matrix),
+        "whole scoring (ChampionModel.score_records)": lambda: champion.score_records([record]),
+        "response JSON": lambda: orjson.dumps(CONSTANT),
+        "one Redis round trip (PING)": redis_client.ping,
     }
     out = {}
     for name, step in steps.items():
         step()
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(n):
             step()
-        out[name] = (time.perf_counter() - started) / n * 1e6
+        out[name] = (time.process_time() - started) / n * 1e6
     out["trees"] = float(scorer._booster.num_boosted_rounds()) if scorer._booster is not None else 0.0
     return out
 

@@ -16,6 +16,7 @@ import json
 import time
 from typing import Any
 
+import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
@@ -71,7 +72,7 @@ class ServingState:
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(doc), status=status, mimetype=JSON_TYPE, headers=headers)
+    return Response(orjson.dumps(doc), status=status, mimetype=JSON_TYPE, headers=headers)
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
@@ -222,7 +223,8 @@ def _register_routes(app: Flask, state: ServingState) -> None:
 
 def handle_predict(state: ServingState) -> Response:
     """POST /predict for the current request (see the module doc)."""
-    explain = request.args.get("explain")
+    # the query string is parsed only when there is one (most requests have none)
+    explain = request.args.get("explain") if request.environ.get("QUERY_STRING") else None
     if explain is not None:
         value = explain.lower()
         if value in _TRUE:

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from churnops.settings import SchemaSettings
 
 MAX_ERRORS = 200
@@ -41,6 +43,10 @@ def parse_json(data: bytes) -> Any:
     """Strict JSON: NaN/Infinity and absurd nesting are refused as malformed, never crash."""
     if not data:
         raise BadJson("the body is empty; send a JSON object")
+    try:
+        return orjson.loads(data)  # a fifth of json.loads' time on a /predict body
+    except orjson.JSONDecodeError:
+        pass  # the standard parser decides (it reads big integers and lone surrogates) and words the error
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except BadJson:

@@ -81,6 +81,7 @@ class OutlierDetector:
         self.meta = meta
         self.range_low, self.range_high = range_low, range_high  # per numeric column (encoded first)
         self.range_columns = list(encoder_config["numeric"])
+        self._low, self._high = range_low.tolist(), range_high.tolist()
         ids = np.arange(left.shape[0])
         is_leaf = left == ids
         # the same compiled kernel as the churn models (leaves are marked -1 there, self-pointing on disk)
@@ -115,6 +116,12 @@ class OutlierDetector:
 
     def score_encoded(self, X: np.ndarray) -> list[Anomaly]:  # noqa: N803
         """For rows already encoded by :attr:`encoder` (or an encoder with :meth:`same_encoding`)."""
+        if X.shape[0] == 1:  # /predict: plain Python is cheaper than numpy's per-call cost on one row
+            score = float(2.0 ** (-float(self.trees.sum_leaves(X)[0]) / self.normaliser))
+            values = X[0, :len(self.range_columns)].tolist()
+            bounds = zip(self.range_columns, values, self._low, self._high, strict=True)
+            cols = tuple(c for c, v, lo, hi in bounds if v < lo or v > hi)
+            return [Anomaly(score, score > self.cutoff or bool(cols), cols)]
         scores = self.score_matrix(X)
         outside = self.outside_range(X)
         out = []

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pandas as pd
 
 from churnops.feature_store import connect, safe_url
@@ -209,9 +210,9 @@ class PredictionLog:
         if not entries:
             return 0
         args: list[Any] = [self.maxlen]
-        dumps = json.dumps
+        dumps = orjson.dumps
         for ts, version, p, cid, record in entries:
-            args += (repr(ts), version, repr(p), cid, dumps(record, separators=(",", ":")))
+            args += (repr(ts), version, repr(p), cid, dumps(record))
         self._xadd_many(keys=[self.key], args=args)
         self.written += len(entries)
         if self.on_written is not None:

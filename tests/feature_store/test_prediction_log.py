@@ -111,4 +111,3 @@ def test_an_empty_log_reads_as_an_empty_typed_frame(settings: Any) -> None:
     window = PredictionLog.from_settings(settings).read_window(last_n=10)
     assert isinstance(window, pd.DataFrame) and len(window) == 0
     assert list(window.columns[5:]) == settings.schema.feature_columns
-

@@ -64,6 +64,11 @@ def test_records_path_equals_frame_path(fitted, reference):
     assert [a.score for a in anomalies] == pytest.approx(scores.tolist(), rel=1e-12)
     assert [a.is_outlier for a in anomalies] == flags.tolist()
     assert set(anomalies[0].to_dict()) == {"score", "is_outlier", "out_of_range"}
+    # one row at a time (the /predict path) gives exactly the same answers, out-of-range names included
+    odd = rows.copy()
+    odd.iloc[::3, odd.columns.get_loc(fitted.range_columns[0])] = 1e9
+    records = odd.to_dict("records")
+    assert [fitted.score_records([r])[0] for r in records] == fitted.score_records(records)
 
 
 def test_saved_detector_loads_without_pickle_and_scores_the_same(fitted, reference, tmp_path):
