@@ -72,16 +72,20 @@ def _read_gold(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
 # -- train ----------------------------------------------------------------------------------------
 def train_stage(settings: Settings, candidates: list[str] | None = None) -> dict[str, Any]:
     """Tune, fit and log every candidate; write reports/training/training.json."""
+    from churnops.models.search import release_worker_processes
     from churnops.models.training import train_candidates
 
     train_df, test_df = _read_gold(settings)
-    result = train_candidates(
-        train_df, test_df, settings,
-        data_version=current_data_version(settings),
-        git_commit=git_commit(),
-        candidates=candidates,
-        reports_dir=training_dir(settings),
-    )
+    try:
+        result = train_candidates(
+            train_df, test_df, settings,
+            data_version=current_data_version(settings),
+            git_commit=git_commit(),
+            candidates=candidates,
+            reports_dir=training_dir(settings),
+        )
+    finally:
+        release_worker_processes()
     return {"parent_run_id": result.parent_run_id, "best_candidate": result.best_candidate,
             "training_json": str(training_json(settings))}
 

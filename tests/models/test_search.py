@@ -152,3 +152,20 @@ def test_xgboost_search_runs_single_threaded_and_refit_model_predicts_with_one_t
     assert model.get_params()["tree_method"] == "hist"
     assert model.get_params()["n_jobs"] == 1
     assert model.get_params()["n_estimators"] == 80  # FAST_TRAIN's only choice
+
+
+def test_release_worker_processes_leaves_no_joblib_worker_behind() -> None:
+    import psutil
+    from joblib import Parallel, delayed
+
+    from churnops.models.search import release_worker_processes
+
+    def workers() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children(recursive=True)
+                if "popen_loky_posix" in " ".join(p.cmdline())]
+
+    Parallel(n_jobs=2)(delayed(abs)(i) for i in range(4))
+    assert workers(), "the search's n_jobs starts reusable worker processes"
+    release_worker_processes()
+    gone, alive = psutil.wait_procs(workers(), timeout=10)
+    assert not alive
