@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,9 +111,13 @@ class ChampionModel:
         detector = self.outliers
         if detector is None:
             return proba, None
-        if detector.encoder.same_encoding(self.scorer.encoder):
+        if self._shares_encoding:
             return proba, detector.score_encoded(encoded)
         return proba, detector.score_records(records)
+
+    @cached_property
+    def _shares_encoding(self) -> bool:
+        return self.outliers is not None and self.outliers.encoder.same_encoding(self.scorer.encoder)
 
 
 # -- plumbing ------------------------------------------------------------------------------------
