@@ -263,3 +263,19 @@ def test_champion_that_cannot_score_the_new_schema_is_replaced(make_model_home, 
     assert decision.promoted and decision.champion_version == "1" and decision.champion_score is None
     assert "cannot score the current hold-out" in decision.reason and "Avg_Open_To_Buy" in decision.reason
     assert registry.champion_version(settings_v2) == "2"
+
+
+def test_champion_scores_rows_once_encoded_and_with_a_detector_of_another_encoding(story) -> None:
+    from churnops.outliers import fit_outlier_detector
+
+    champion = registry.load_champion(story.settings)
+    records = registry.load_reference(story.settings, "2").head(30).to_dict("records")
+    proba, anomalies = champion.score_records(records)
+    np.testing.assert_array_equal(proba, champion.scorer.predict_proba_records(records))
+    assert anomalies == champion.outliers.score_records(records)
+    # a detector fitted without the ratio features encodes differently: it gets the raw rows instead
+    schema = story.settings.schema.model_copy(update={"ratios": {}})
+    other = fit_outlier_detector(registry.load_reference(story.settings, "2"), schema, seed=1)
+    mixed = registry.ChampionModel(version="x", run_id="r", scorer=champion.scorer, info={}, outliers=other)
+    assert not mixed._shares_encoding
+    assert mixed.score_records(records)[1] == other.score_records(records)
