@@ -199,6 +199,7 @@ def _register_routes(app: Flask, state: ServingState) -> None:
                "version": str(model.version), "run_id": model.run_id, "candidate": info.get("candidate"),
                "kind": model.scorer.kind, "metrics": info.get("metrics") or {},
                "data_version": info.get("data_version"), "threshold": float(model.scorer.threshold),
+               "scoring": model.scorer.describe(),
                "loaded_at": holder.loaded_at}
         for key in ("registered_at", "champion_since", "git_commit", "params_hash", "model_uri"):
             if info.get(key) is not None:

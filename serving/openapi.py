@@ -142,7 +142,14 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                             "kind": {"type": "string"},
                             "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
                             "data_version": {"type": "string", "nullable": True},
-                            "threshold": {"type": "number"}, "loaded_at": {"type": "number"}}}
+                            "threshold": {"type": "number"}, "loaded_at": {"type": "number"},
+                            "scoring": {"type": "object", "description": (
+                                "how rows are scored: path 'compiled' (the model's trees compiled and "
+                                "verified against the library when loaded) or 'library'"),
+                                "properties": {"path": {"type": "string", "enum": ["compiled", "library"]},
+                                               "trees": {"type": "integer"}, "depth": {"type": "integer"},
+                                               "layout": {"type": "string"},
+                                               "verified_max_abs_diff": {"type": "number"}}}}}
     errors_422 = _json({"type": "array", "items": _ref("FieldError"), "minItems": 1},
                        "Invalid request: every bad field with its problem")
     predict_ok = {"description": "The prediction (a batch: one per instance, in order)", "content": {JSON: {

@@ -41,6 +41,7 @@ class Scorer:
     _booster: Any = field(default=None, init=False, repr=False)
     _trees: TreeEnsemble | None = field(default=None, init=False, repr=False)
     _compiled: bool = field(default=False, init=False, repr=False)
+    _verified_diff: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         encoder = self.pipeline.steps[0][1]
@@ -69,11 +70,25 @@ class Scorer:
         try:
             trees = compile_estimator(self.estimator)
             if trees is not None:
-                trees.verify(self._library_proba)
+                self._verified_diff = trees.verify(self._library_proba)
         except Exception as exc:  # unsupported shape or a mismatch: the library's own path stays exact
             log.warning("scoring.native", model=self.kind, reason=str(exc))
             return None
+        if trees is not None:
+            log.info("scoring.compiled", model=self.kind, trees=trees.n_trees, depth=trees.depth,
+                     layout="complete" if trees.layout is not None else "pointers",
+                     max_abs_diff=self._verified_diff)
         return trees
+
+    def describe(self) -> dict[str, Any]:
+        """How rows are scored: ``path`` "compiled" (with the trees' shape and the largest difference from
+        the library found when verifying) or "library"."""
+        trees = self.compiled
+        if trees is None:
+            return {"path": "library"}
+        return {"path": "compiled", "trees": trees.n_trees, "depth": trees.depth,
+                "layout": "complete" if trees.layout is not None else "pointers",
+                "verified_max_abs_diff": self._verified_diff}
 
     def matrix(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self._middle(self.encoder.encode_records(records))

@@ -219,6 +219,7 @@ def test_health_model_openapi_page_and_metrics(client: Any, champion: Any, model
     assert model["version"] == champion.version and model["run_id"] == champion.run_id
     assert model["data_version"] == "test-data" and model["metrics"] == {"roc_auc": 0.9}
     assert model["threshold"] == 0.5
+    assert model["scoring"]["path"] == "compiled" and model["scoring"]["verified_max_abs_diff"] <= 1e-6
 
     spec = client.get("/openapi.json").get_json()
     customer = spec["components"]["schemas"]["Customer"]
