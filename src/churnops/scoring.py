@@ -37,7 +37,6 @@ class Scorer:
 
     pipeline: Pipeline
     threshold: float = 0.5
-    compile_trees: bool = True
     _booster: Any = field(default=None, init=False, repr=False)
     _trees: TreeEnsemble | None = field(default=None, init=False, repr=False)
     _compiled: bool = field(default=False, init=False, repr=False)
@@ -62,7 +61,7 @@ class Scorer:
     def compiled(self) -> TreeEnsemble | None:
         """The estimator's compiled trees, built and verified on first use; None when scoring is native."""
         if not self._compiled:
-            self._trees = self._compile() if self.compile_trees else None
+            self._trees = self._compile()
             self._compiled = True
         return self._trees
 
