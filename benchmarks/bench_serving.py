@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -173,12 +172,9 @@ def start_server(settings: Any, factory: str, log: Path, redis_url: str) -> tupl
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    from pipeline.processes import stop_process_group
+
+    stop_process_group(proc)
 
 
 # -- wrk --------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import copy
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import yaml
 
 from churnops.logs import get_logger
 from churnops.settings import Settings
+from pipeline.processes import stop_process_group
 
 log = get_logger(__name__)
 
@@ -127,12 +127,7 @@ def running_server(settings: Settings, port: int, timeout_s: float = 180) -> Ite
             time.sleep(0.5)
         yield base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
 
 
 # -- Airflow: the retraining the drift check triggers -----------------------------------------------------

@@ -4,7 +4,6 @@ pointing boto3 / MLflow / DVC at it, and one fresh bucket per test."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from deploy_support import REPO, VENV_BIN, free_port
+
+from pipeline.processes import stop_process_group
 
 # Variables that would point the clients somewhere else than the test server.
 FOREIGN_AWS = (
@@ -50,20 +51,6 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) ->
         except (urllib.error.URLError, OSError):
             time.sleep(0.1)
     raise RuntimeError(f"nothing answered at {url} within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def stop_process_group(proc: subprocess.Popen, timeout_s: float = 15) -> None:
-    """TERM the process group started with start_new_session=True; KILL it if it does not go."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import stop_process_group
 from deploy_support import REPO, VENV_BIN, free_port, interpolate_tree, load_compose
+
+from pipeline.processes import stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
