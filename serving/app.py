@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from churnops.feature_store import (
     FeatureStore,
@@ -56,6 +56,7 @@ class ServingState:
         self.metrics = metrics
         serving = settings.params.serving
         self.validator = RequestValidator(settings.schema, serving.max_batch)
+        self.max_body = serving.max_body_bytes
         self.risk = serving.risk_levels
         self.top_k = serving.explain_top_k
         self.positive = settings.schema.target.positive
@@ -222,10 +223,32 @@ def _register_routes(app: Flask, state: ServingState) -> None:
                         mimetype="text/html")
 
 
+def request_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The request body, read straight from the server's input (gunicorn has already framed it); over
+    `limit` bytes raises 413 before anything is parsed. Without a declared length (chunked transfer
+    encoding) at most `limit` + 1 bytes are read to tell."""
+    length = environ.get("CONTENT_LENGTH")
+    stream = environ["wsgi.input"]
+    if length:
+        if not length.isdigit():
+            raise BadRequest(f"Content-Length {length[:40]!r} is not a number")
+        n = int(length)
+        if n > limit:
+            raise RequestEntityTooLarge()
+        return stream.read(n) if n else b""
+    if environ.get("wsgi.input_terminated"):
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+        return data
+    return b""
+
+
 def handle_predict(state: ServingState) -> Response:
     """POST /predict for the current request (see the module doc)."""
+    environ = request.environ
     # the query string is parsed only when there is one (most requests have none)
-    explain = request.args.get("explain") if request.environ.get("QUERY_STRING") else None
+    explain = request.args.get("explain") if environ.get("QUERY_STRING") else None
     if explain is not None:
         value = explain.lower()
         if value in _TRUE:
@@ -236,7 +259,7 @@ def handle_predict(state: ServingState) -> Response:
             problem = f"expected true or false, got {explain!r}"
             return _json([{"field": "explain", "problem": problem}], 422)
     try:
-        body = parse_json(request.get_data(cache=False))
+        body = parse_json(request_body(environ, state.max_body))
     except BadJson as exc:
         return _error(400, str(exc))
     try:

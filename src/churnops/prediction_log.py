@@ -122,8 +122,11 @@ class PredictionLog:
             self._drop(overflow)
         for record, p, cid in zip(records, probabilities, ids, strict=True):
             queue.append((ts, model_version, float(p), cid or "", record))
-        self._idle.clear()
-        if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+        if self._idle.is_set():
+            self._idle.clear()
+        thread = self._thread
+        # after a fork the parent's writer is not alive in the child, so this also starts the child's own
+        if thread is None or not thread.is_alive():
             self._start()
         if len(queue) >= self.batch_size:
             self._wake.set()

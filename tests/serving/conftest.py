@@ -176,6 +176,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.workers = workers
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "churnops"), "serve", "--host", "127.0.0.1",
@@ -189,12 +190,21 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                # healthy, and every worker has loaded the model (one answering is not enough: tests
+                # count on all of them)
+                if (requests.get(self.url + "/health", timeout=2).status_code == 200
+                        and self.workers_serving() == self.workers):
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"the server did not become healthy in {timeout_s} s:\n{self.log()}")
+
+    def workers_serving(self) -> int:
+        """Workers that have loaded a model, by the churnops_model_workers gauge of /metrics."""
+        text = requests.get(self.url + "/metrics", timeout=2).text
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("churnops_model_workers{")))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]

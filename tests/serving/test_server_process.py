@@ -66,6 +66,26 @@ def test_body_over_the_limit_is_413_over_http(live_server: Any, model_store: Any
     assert str(limit) in response.json()["error"]
 
 
+def test_chunked_bodies_are_read_and_limited_too(live_server: Any, model_store: Any,
+                                                example_body: dict[str, Any]) -> None:
+    """A body without Content-Length (chunked transfer encoding) takes the framework's reader: it is
+    scored like any other, and one over the limit is still 413."""
+    def chunks(data: bytes, size: int = 100) -> Any:
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+
+    data = json.dumps(example_body).encode()
+    response = requests.post(live_server.url + "/predict", data=chunks(data), timeout=10,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version"] == model_store.versions[0]
+    limit = model_store.settings.params.serving.max_body_bytes
+    big = json.dumps({"instances": [example_body] * (limit // 500 + 10)}).encode()
+    response = requests.post(live_server.url + "/predict", data=chunks(big, 65536), timeout=10,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+
+
 def test_every_scored_row_reaches_the_prediction_log(live_server: Any, model_store: Any,
                                                      example_body: dict[str, Any]) -> None:
     log = PredictionLog.from_settings(model_store.settings)
