@@ -7,8 +7,10 @@ On a redis-server of its own (fresh, no persistence; or --redis-url), in one run
 1. ``redis-benchmark -P 64 -t hset`` (the stock HSET test: one field into one existing hash);
 2. ``redis-benchmark -P 64`` with the push's own command shape: ``HSET <ns>:fs:v:<v>:c:<random id>
    features <packed bytes> event_time <t>`` (a new hash per customer) - what the server can absorb;
-3. ``FeatureStore.push`` of ``--rows`` generated customers (customers/s, end to end: packing, pipelined
-   writes, meta, version switch);
+3. ``FeatureStore.push`` of ``--rows`` generated customers into an empty database (customers/s, end to
+   end: packing, pipelined writes, meta, version switch; nothing to clean up);
+3b. a replacing ``FeatureStore.push``: a second version of the same customers (one numeric column changed)
+   over the first, so the removal of the previous version's keys after the switch is included;
 4. a per-key unpipelined loop (one ``HSET`` round trip per customer, the same packed values) on a sample
    of ``--loop-sample`` customers (customers/s);
 5. redis-py's own pipeline (``pipeline.hset`` per customer, executed per chunk) on the same sample, for
@@ -116,9 +118,12 @@ def main() -> None:
 
         measures: dict[str, dict[str, float]] = {}
 
-        def measure(name: str, rows: int, work: Any) -> float:
-            """Run `work`; record customers (or requests) per second, and client / Redis CPU per row."""
+        def measure(name: str, rows: int, work: Any, setup: Any = None) -> float:
+            """Run `work` on an empty database (after `setup`, not measured); record customers (or
+            requests) per second, and client / Redis CPU per row."""
             client.flushdb()
+            if setup is not None:
+                setup()
             info = client.info("cpu")
             redis0 = info["used_cpu_user"] + info["used_cpu_sys"]
             child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -156,6 +161,21 @@ def main() -> None:
         bytes_per_customer = client.info("memory")["used_memory"] / result.rows
         print(f"  of which writing the hashes: {result.write_seconds:.1f} s of {result.seconds:.1f} s "
               f"({result.rows / result.write_seconds:,.0f} customers/s while writing)", flush=True)
+
+        changed_column = next(iter(settings.schema.numeric))
+        replacement = frame.copy()
+        replacement[changed_column] = replacement[changed_column] + 1  # a new version of every customer
+
+        def replace() -> None:
+            holder["replaced"] = store.push(replacement)
+
+        replace_rate = measure("FeatureStore.push (replacing a version)", args.rows, replace,
+                               setup=lambda: store.push(frame))
+        replaced = holder["replaced"]
+        if replaced.previous != result.version or replaced.removed_keys != result.rows + 1:
+            raise RuntimeError(f"the replacing push did not replace the first version: {replaced.to_dict()}")
+        print(f"  of which writing the hashes: {replaced.write_seconds:.1f} s of {replaced.seconds:.1f} s; "
+              f"{replaced.removed_keys:,} keys of the previous version removed", flush=True)
 
         sample = min(args.loop_sample, args.rows)
         ids = frame[settings.schema.id_column].to_numpy()[:sample]
@@ -210,8 +230,16 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     stock_mean = (stock + stock_after) / 2
-    results.update(measures=measures, push_seconds=result.seconds, push_write_seconds=result.write_seconds,
-                   bytes_per_customer=bytes_per_customer,
+    ratios = {"push_vs_stock_hset": push_rate / stock_mean, "push_vs_customer_shape": push_rate / shaped,
+              "push_vs_unpipelined_loop": push_rate / loop_rate,
+              "push_vs_redis_py_pipeline": push_rate / pipe_rate,
+              "replacing_push_vs_stock_hset": replace_rate / stock_mean,
+              "replacing_push_vs_unpipelined_loop": replace_rate / loop_rate}
+    results.update(measures=measures, ratios=ratios,
+                   push_seconds=result.seconds, push_write_seconds=result.write_seconds,
+                   replacing_push_seconds=replaced.seconds,
+                   replacing_push_write_seconds=replaced.write_seconds,
+                   replacing_push_removed_keys=replaced.removed_keys, bytes_per_customer=bytes_per_customer,
                    get_p50_ms=one_p50, get_p99_ms=one_p99, get_many_100_p50_ms=many_p50,
                    get_many_100_p99_ms=many_p99, load_average=os.getloadavg())
     print()
@@ -223,6 +251,9 @@ def main() -> None:
     print(f"push / unpipelined loop                = {push_rate / loop_rate:.1f}x (target >= 20x): "
           f"{'PASS' if push_rate / loop_rate >= 20 else 'FAIL'}")
     print(f"push / redis-py pipeline               = {push_rate / pipe_rate:.1f}x")
+    print(f"replacing push / stock HSET            = {replace_rate / stock_mean:.2f} "
+          f"({replace_rate:,.0f} customers/s, {replaced.seconds:.1f} s end to end)")
+    print(f"replacing push / unpipelined loop      = {replace_rate / loop_rate:.1f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -3,16 +3,27 @@
 Key space (``N`` = ``feature_store.namespace``, ``V`` = a feature-set version)::
 
     N:fs:current            string   the version readers use (switched atomically after a complete push)
+    N:fs:versions           set      every version that may have keys: the current one, and any whose push
+                                     failed or was killed before its keys were removed
     N:fs:v:V:meta           hash     rows, event_time, pushed_at, source, digest, layout (JSON)
     N:fs:v:V:c:<id>         hash     one per customer: ``features`` (packed values), ``event_time``
     N:fs:lock               string   held by the push in progress (one push at a time)
 
-A push writes a new version's hashes with pipelined ``HSET`` commands in chunks of
-``feature_store.chunk_size`` (the protocol is packed by numpy, two chunks in flight, so the client keeps up
-with the server), writes the version's meta, then switches ``N:fs:current`` with one ``SET``: readers see
-the old feature set or the new one, never half a push. Keys of every other version are then removed with
-``SCAN`` + ``UNLINK`` (never ``KEYS``). A push that fails leaves the current version untouched and removes
-its own partial keys. Pushing the same data again is a no-op (the default version is a content digest).
+A push registers its version in ``N:fs:versions`` before it writes any key of it, writes the version's
+hashes with pipelined ``HSET`` commands in chunks of ``feature_store.chunk_size`` (the protocol is packed by
+numpy, two chunks in flight, so the client keeps up with the server), writes the version's meta, then
+switches ``N:fs:current`` with one ``SET``: readers see the old feature set or the new one, never half a
+push. When the registry lists other versions, their keys are then removed with one ``SCAN`` + ``UNLINK``
+walk of the keyspace (never ``KEYS``) and they leave the registry; when it lists none (the first push into
+a namespace), nothing is walked. A push that fails leaves the current version untouched, removes its own
+partial keys and unregisters its version; a push that was killed stays registered, so the next push removes
+its keys (before writing, when it pushes the same version again; after the switch, otherwise). Pushing the
+same data again is a no-op (the default version is a content digest).
+
+A namespace written by a churnops without the registry (``N:fs:current`` set, the registry missing or not
+listing it) is adopted by the next push: one walk removes every version's keys except the current one's,
+then the current version is registered. Keys of an older churnops's push killed before any push ever
+completed in the namespace (no current version) are not detected.
 
 The ``features`` field packs the feature values in the order of the version's ``layout`` (stored in its
 meta): numeric columns as little-endian float64, categorical columns as little-endian uint16 codes into the
@@ -165,6 +176,10 @@ def current_key(namespace: str) -> str:
 
 def lock_key(namespace: str) -> str:
     return f"{namespace}:fs:lock"
+
+
+def registry_key(namespace: str) -> str:
+    return f"{namespace}:fs:versions"
 
 
 def versions_prefix(namespace: str) -> str:
@@ -556,7 +571,7 @@ class FeatureStore:
             raise FeatureStoreError(f"{source} has no id column {schema.id_column!r}")
         ids = self._id_bytes(frame[schema.id_column], source)
         packed = layout.encode(frame, source)  # only the schema's feature columns: never the label
-        digest = hashlib.sha256(layout.to_json().encode() + ids.tobytes() + packed.tobytes()).hexdigest()
+        digest = self._digest(layout, ids, packed)
         version = check_version(version or digest[:12])
         event_time = time.time() if event_time is None else float(event_time)
         with self._push_lock() as token:
@@ -572,9 +587,14 @@ class FeatureStore:
                 raise FeatureStoreError(
                     f"version {version!r} is the current feature set with different content: push under a "
                     f"new --version (or none: the default is a digest of the content)")
-            removed = self._delete_versions(keep=None, only=version)  # leftovers of a failed push
-            if removed:
+            registered = self._registered_versions()
+            if previous is not None and previous not in registered:
+                registered = self._adopt_unregistered(previous)
+            if version in registered:  # a push of this version failed or was killed: remove its leftovers
+                removed = self._delete_versions(only=version)
                 log.info("features.leftovers_removed", version=version, keys=removed)
+            with self._redis_errors("registering the feature-set version"):
+                self.client.sadd(registry_key(self.namespace), version)  # before any key of it exists
             try:
                 write_started = time.perf_counter()
                 self._write(version, ids, packed, event_time, token)
@@ -594,7 +614,7 @@ class FeatureStore:
                 raise
             self._layouts[version] = layout
             log.info("features.switched", version=version, previous=previous, rows=len(frame))
-            removed = self._delete_versions(keep=version)
+            removed = self._remove_old_versions(keep=version)
         seconds = time.perf_counter() - started
         result = PushResult(version, len(frame), seconds, previous, removed, write_seconds=write_seconds)
         log.info("features.pushed", **result.to_dict())
@@ -602,25 +622,44 @@ class FeatureStore:
 
     @staticmethod
     def _id_bytes(ids: pd.Series, source: str) -> np.ndarray:
+        """The ids as a numpy bytes array (their text); refuses missing, empty and duplicated ids."""
         if ids.isna().any():
             raise FeatureStoreError(f"{source}: {int(ids.isna().sum())} rows have no customer id")
         if pd.api.types.is_bool_dtype(ids):
             raise FeatureStoreError(f"{source}: customer ids are booleans")
         if pd.api.types.is_integer_dtype(ids):
-            text = ids.to_numpy().astype(np.bytes_)
+            values = ids.to_numpy()
+            text = values.astype(np.bytes_)
+            # distinct integers have distinct texts: a hash table on the integers, no sort of byte strings
+            duplicated = pd.Index(values).duplicated()
+            extra = int(duplicated.sum())
+            examples = sorted({str(v) for v in values[duplicated]})[:5] if extra else []
         elif pd.api.types.is_float_dtype(ids):
             raise FeatureStoreError(f"{source}: customer ids are floating-point numbers; store them as "
                                     f"integers or strings")
         else:
             text = np.array([normalise_id(v).encode() for v in ids.tolist()], dtype=np.bytes_)
-        if len(text) and np.char.str_len(text).min() == 0:
-            raise FeatureStoreError(f"{source}: some customer ids are empty strings")
-        unique, counts = np.unique(text, return_counts=True)  # a sort of fixed-width bytes, no objects
-        if len(unique) < len(text):
+            if (text == b"").any():
+                raise FeatureStoreError(f"{source}: some customer ids are empty strings")
+            unique, counts = np.unique(text, return_counts=True)  # fixed-width bytes: faster than hashing
+            extra = len(text) - len(unique)
             examples = [v.decode(errors="replace") for v in unique[counts > 1][:5]]
-            raise FeatureStoreError(f"{source}: {len(text) - len(unique)} duplicated customer ids "
-                                    f"(e.g. {examples}); ids must be unique")
+        if extra:
+            raise FeatureStoreError(f"{source}: {extra} duplicated customer ids (e.g. {examples}); "
+                                    f"ids must be unique")
         return text
+
+    @staticmethod
+    def _digest(layout: Layout, ids: np.ndarray, packed: np.ndarray) -> str:
+        """SHA-256 of the layout, the ids' bytes and the packed values (the default version name).
+
+        Fed incrementally from the arrays' buffers: the same digest as of the concatenated bytes, without
+        copying them.
+        """
+        digest = hashlib.sha256(layout.to_json().encode())
+        for array in (ids, packed):
+            digest.update(np.ascontiguousarray(array))
+        return digest.hexdigest()
 
     def _write(self, version: str, ids: np.ndarray, packed: np.ndarray, event_time: float,
                token: str) -> None:
@@ -669,7 +708,9 @@ class FeatureStore:
 
     def _cleanup_failed(self, version: str) -> None:
         try:
-            removed = self._delete_versions(keep=None, only=version)
+            removed = self._delete_versions(only=version)
+            with self._redis_errors("unregistering the failed feature-set version"):
+                self.client.srem(registry_key(self.namespace), version)
             log.warning("features.push_failed", version=version, removed_keys=removed,
                         hint="the current version is unchanged")
         except FeatureStoreError as exc:
@@ -677,11 +718,45 @@ class FeatureStore:
                       hint=f"keys {version_prefix(self.namespace, version)}* remain; "
                            f"the next push removes them")
 
-    def _delete_versions(self, keep: str | None, only: str | None = None) -> int:
+    def _registered_versions(self) -> set[str]:
+        with self._redis_errors("reading the registered feature-set versions"):
+            members = self.client.smembers(registry_key(self.namespace))
+        return {m.decode() for m in members}
+
+    def _adopt_unregistered(self, current: str) -> set[str]:
+        """Bring a namespace written without the registry (an older churnops) under it: remove every
+        version's keys except the current one's (one walk), then register the current version alone."""
+        removed = self._delete_versions(keep=current)
+        with self._redis_errors("registering the current feature-set version"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(registry_key(self.namespace))
+            pipe.sadd(registry_key(self.namespace), current)
+            pipe.execute()
+        log.info("features.registry_created", current=current, removed_keys=removed)
+        return {current}
+
+    def _remove_old_versions(self, keep: str) -> int:
+        """After the switch: remove the keys of every registered version but `keep` and unregister them.
+
+        One walk removes them all; none is made when the registry lists no other version.
+        """
+        old = self._registered_versions() - {keep}
+        removed = 0
+        if old:
+            removed = self._delete_versions(keep=keep)
+            with self._redis_errors("unregistering old feature-set versions"):
+                self.client.srem(registry_key(self.namespace), *sorted(old))
+            log.info("features.old_versions_removed", versions=sorted(old), keys=removed)
+        for version in list(self._layouts):
+            if version != keep:
+                self._layouts.pop(version, None)
+        return removed
+
+    def _delete_versions(self, *, keep: str | None = None, only: str | None = None) -> int:
         """UNLINK the keys of every version except `keep` (or only of version `only`).
 
         The keyspace is walked with SCAN in slices of 5,000 inside a server-side script, so no key travels
-        to the client and Redis serves other clients between slices.
+        to the client and Redis serves other clients between slices. The registry is left to the caller.
         """
         pattern = (version_prefix(self.namespace, only) if only else versions_prefix(self.namespace)) + "*"
         keep_prefix = version_prefix(self.namespace, keep) if keep else ""
@@ -693,9 +768,6 @@ class FeatureStore:
                 removed += int(n)
                 if cursor in (b"0", 0, "0"):
                     break
-        for version in list(self._layouts):
-            if version != keep:
-                self._layouts.pop(version, None)
         return removed
 
     @contextmanager

@@ -138,6 +138,7 @@ def test_a_failed_push_leaves_the_current_version_untouched(store: Any, gold: pd
     assert store.current_version() == v1
     assert store.get(gold[settings.schema.id_column].iloc[1]).features == record_of(gold.iloc[1])
     assert not keys(store.client, "fs-test:fs:v:broken:*")
+    assert store.client.smembers(fs.registry_key("fs-test")) == {v1.encode()}  # unregistered again
     assert store.client.get(fs.lock_key("fs-test")) is None  # the lock was released
 
 
