@@ -8,9 +8,11 @@ What it does, all in one run on this machine:
    the size training produces (500 trees, depth 6) logged and registered the way training does, promoted
    to @champion; every customer's features pushed to a Redis of its own (a private redis-server);
 2. starts ``churnops serve`` (the production gunicorn configuration from params.yaml) with an app factory
-   that adds two routes to the real app: ``POST /bench/constant`` (a constant JSON answer: the framework's
-   ceiling, through the same middleware) and ``POST /bench/predict-nolog`` (/predict without the prediction
-   log, to measure what logging costs);
+   that adds routes to the real app: ``POST /bench/constant`` (a constant JSON answer: the framework's
+   ceiling, through the same middleware), ``POST /bench/predict-nolog`` (/predict without the prediction
+   log, to measure what logging costs), ``POST /bench/lookup-constant`` (the feature-store read of a lookup
+   by id, then the constant answer) and ``POST /bench/ping-constant`` (one Redis round trip on a bare
+   socket, then the constant answer: the ceiling of any lookup that asks Redis per request);
 3. starts a second server with the same gunicorn configuration serving a bare Flask app whose only route
    returns the constant JSON (no middleware at all), for reference;
 4. runs wrk (``-t2 -c16 --latency``) against each target in turn, ``--rounds`` times interleaved, and keeps
@@ -34,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 CONSTANT = {"prediction": 0, "attrition_probability": 0.23, "retention_probability": 0.77,
@@ -42,9 +45,7 @@ CONSTANT = {"prediction": 0, "attrition_probability": 0.23, "retention_probabili
 
 # -- app factories served by `churnops serve --app-factory` ---------------------------------------
 def bench_app(settings: Any) -> Any:
-    """The real app plus /bench/constant, /bench/predict-nolog and /bench/lookup-constant (same hooks, same
-    process). The last reads the customer from the feature store, then answers the constant JSON: the most
-    a lookup by id can reach, whatever the scoring costs."""
+    """The real app plus the /bench/* routes of the module doc (same hooks, same process)."""
     import copy
 
     from flask import Response
@@ -71,7 +72,24 @@ def bench_app(settings: Any) -> Any:
         state.store.get_many([json.loads(request.get_data())["customer_id"]])
         return Response(body, mimetype="application/json")
 
+    redis_address = urlsplit(settings.redis_url)
+    raw: dict[str, socket.socket] = {}
+
+    def ping_constant() -> Response:
+        """One round trip to Redis on a bare socket (no client library), then the constant JSON: the most
+        any design that asks Redis once per request can reach here."""
+        sock = raw.get("sock")
+        if sock is None:
+            address = (redis_address.hostname, redis_address.port or 6379)
+            sock = raw["sock"] = socket.create_connection(address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+        if sock.recv(64) != b"+PONG\r\n":
+            raise RuntimeError("Redis did not answer PONG")
+        return Response(body, mimetype="application/json")
+
     app.add_url_rule("/bench/constant", "bench_constant", constant, methods=["POST"])
+    app.add_url_rule("/bench/ping-constant", "bench_ping_constant", ping_constant, methods=["POST"])
     app.add_url_rule("/bench/lookup-constant", "bench_lookup_constant", lookup_constant, methods=["POST"])
     app.add_url_rule("/bench/predict-nolog", "bench_predict_nolog", lambda: handle_predict(nolog),
                      methods=["POST"])
@@ -329,6 +347,7 @@ def main() -> None:
             "/predict by customer_id": (app_url + "/predict", by_id, app_proc.pid),
             "/predict full, log off": (app_url + "/bench/predict-nolog", static, app_proc.pid),
             "lookup by id + constant": (app_url + "/bench/lookup-constant", by_id, app_proc.pid),
+            "raw Redis PING + constant": (app_url + "/bench/ping-constant", static, app_proc.pid),
             "constant JSON (bare Flask)": (bare_url + "/bench/constant", static, bare_proc.pid),
         }
         import requests
@@ -379,7 +398,8 @@ def main() -> None:
     print(f"\nfull payload / constant = {full:.2f} (target >= 0.7): {'PASS' if full >= 0.7 else 'FAIL'}")
     print(f"by customer_id / constant = {by_id_ratio:.2f} (target >= 0.6): "
           f"{'PASS' if by_id_ratio >= 0.6 else 'FAIL'}; the lookup alone allows at most "
-          f"{summary['lookup by id + constant']['rps'] / base:.2f}")
+          f"{summary['lookup by id + constant']['rps'] / base:.2f}, one bare-socket Redis round trip "
+          f"{summary['raw Redis PING + constant']['rps'] / base:.2f}")
     if args.json:
         doc = {"summary": summary, "runs": runs, "breakdown_us": steps, "load_average": os.getloadavg(),
                "args": {k: v for k, v in vars(args).items() if k != "json"}}
