@@ -277,3 +277,50 @@ def test_redis_errors_surface_as_feature_store_errors(settings: Any) -> None:
         store.current_version()
     assert isinstance(fs.connect("redis://127.0.0.1:1/0", connect_timeout_s=0.1, socket_timeout_s=0.1),
                       redis_lib.Redis)
+
+
+def test_lookups_survive_a_forgotten_script_and_a_dropped_connection(
+        store: Any, gold: pd.DataFrame, settings: Any, record_of: Callable) -> None:
+    """Lookups run on a connection each thread holds: a Redis that forgot the lookup script (restart,
+    SCRIPT FLUSH) or closed that connection is answered again on the next call, not failed."""
+    store.push(gold)
+    cid = gold[settings.schema.id_column].iloc[5]
+    assert store.get(cid).features == record_of(gold.iloc[5])
+    store.client.script_flush()
+    assert store.get(cid).features == record_of(gold.iloc[5])
+    killed = store.client.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1  # the held connection is gone on the server's side
+    assert store.get(cid).features == record_of(gold.iloc[5])
+
+
+def test_threads_and_forked_processes_read_on_connections_of_their_own(store: Any, gold: pd.DataFrame,
+                                                                       settings: Any,
+                                                                       record_of: Callable) -> None:
+    import os
+
+    store.push(gold)
+    ids = gold[settings.schema.id_column].tolist()
+    expected = {str(i): record_of(gold.iloc[k]) for k, i in enumerate(ids)}
+    problems: list[str] = []
+
+    def reader(offset: int) -> None:
+        for k in range(offset, offset + 150):
+            found = store.get(ids[k % len(ids)])
+            if found is None or found.features != expected[found.customer_id]:
+                problems.append(f"thread {offset}: wrong answer for {ids[k % len(ids)]}")
+
+    threads = [threading.Thread(target=reader, args=(n * 37,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []
+    assert store.get(ids[0]).features == expected[str(ids[0])]  # this thread's connection now exists
+    parents = store._readers._local.conn
+    pid = os.fork()
+    if pid == 0:  # the child reads on its own connection, then its parent must still read correctly
+        ok = all(store.get(i).features == expected[str(i)] for i in ids[:50])
+        os._exit(0 if ok and store._readers._local.conn is not parents else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert all(store.get(i).features == expected[str(i)] for i in ids[50:100])
