@@ -50,7 +50,8 @@ def bench_app(settings: Any) -> Any:
 
     from flask import Response
 
-    from serving.app import create_app, handle_predict
+    from serving.app import create_app, handle_predict, request_body
+    from serving.validation import parse_json
 
     app = create_app(settings)
     state = app.extensions["churnops"]
@@ -67,9 +68,11 @@ def bench_app(settings: Any) -> Any:
         return Response(body, mimetype="application/json")
 
     def lookup_constant() -> Response:
+        """The body read and parsed as /predict does, the customer read from the feature store."""
         from flask import request
 
-        state.store.get_many([json.loads(request.get_data())["customer_id"]])
+        data = parse_json(request_body(request.environ, state.max_body))
+        state.store.get_many([data["customer_id"]])
         return Response(body, mimetype="application/json")
 
     redis_address = urlsplit(settings.redis_url)

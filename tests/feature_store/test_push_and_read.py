@@ -316,11 +316,11 @@ def test_threads_and_forked_processes_read_on_connections_of_their_own(store: An
         t.join()
     assert problems == []
     assert store.get(ids[0]).features == expected[str(ids[0])]  # this thread's connection now exists
-    parents = store._readers._local.conn
+    parents = store._readers._local.held
     pid = os.fork()
     if pid == 0:  # the child reads on its own connection, then its parent must still read correctly
         ok = all(store.get(i).features == expected[str(i)] for i in ids[:50])
-        os._exit(0 if ok and store._readers._local.conn is not parents else 1)
+        os._exit(0 if ok and store._readers._local.held is not parents else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert all(store.get(i).features == expected[str(i)] for i in ids[50:100])
