@@ -10,7 +10,8 @@ On a redis-server of its own (fresh, no persistence; or --redis-url), in one run
 3. ``FeatureStore.push`` of ``--rows`` generated customers into an empty database (customers/s, end to
    end: packing, pipelined writes, meta, version switch; nothing to clean up);
 3b. a replacing ``FeatureStore.push``: a second version of the same customers (one numeric column changed)
-   over the first, so the removal of the previous version's keys after the switch is included;
+   over the first, so the removal of the previous version's keys after the switch (by its id list) is
+   included;
 4. a per-key unpipelined loop (one ``HSET`` round trip per customer, the same packed values) on a sample
    of ``--loop-sample`` customers (customers/s);
 5. redis-py's own pipeline (``pipeline.hset`` per customer, executed per chunk) on the same sample, for
@@ -90,7 +91,7 @@ def main() -> None:
 
     import redis
 
-    from churnops.feature_store import FeatureStore, Layout, connect, customer_key
+    from churnops.feature_store import FeatureStore, Layout, connect, customer_key, ids_key
     from churnops.settings import load_settings
 
     root = Path(tempfile.mkdtemp(prefix="bench-fs-"))
@@ -156,9 +157,15 @@ def main() -> None:
         def push() -> None:
             holder["result"] = store.push(frame)
 
+        def id_list_parts(version: str) -> list[str]:
+            names = [ids_key(cfg.namespace, version, k) for k in range(1024)]
+            return names[:client.exists(*names)]
+
         push_rate = measure("FeatureStore.push", args.rows, push)
         result = holder["result"]
         bytes_per_customer = client.info("memory")["used_memory"] / result.rows
+        id_list_bytes = sum(client.memory_usage(k, samples=0) or 0 for k in id_list_parts(result.version))
+        id_list_bytes_per_customer = id_list_bytes / result.rows
         print(f"  of which writing the hashes: {result.write_seconds:.1f} s of {result.seconds:.1f} s "
               f"({result.rows / result.write_seconds:,.0f} customers/s while writing)", flush=True)
 
@@ -169,13 +176,17 @@ def main() -> None:
         def replace() -> None:
             holder["replaced"] = store.push(replacement)
 
+        def first_version() -> None:
+            holder["first_parts"] = len(id_list_parts(store.push(frame).version))
+
         replace_rate = measure("FeatureStore.push (replacing a version)", args.rows, replace,
-                               setup=lambda: store.push(frame))
+                               setup=first_version)
         replaced = holder["replaced"]
-        if replaced.previous != result.version or replaced.removed_keys != result.rows + 1:
+        expected_removed = result.rows + 1 + holder["first_parts"]  # customers, meta, id list parts
+        if replaced.previous != result.version or replaced.removed_keys != expected_removed:
             raise RuntimeError(f"the replacing push did not replace the first version: {replaced.to_dict()}")
         print(f"  of which writing the hashes: {replaced.write_seconds:.1f} s of {replaced.seconds:.1f} s; "
-              f"{replaced.removed_keys:,} keys of the previous version removed", flush=True)
+              f"{replaced.removed_keys:,} keys of the previous version removed (by its id list)", flush=True)
 
         sample = min(args.loop_sample, args.rows)
         ids = frame[settings.schema.id_column].to_numpy()[:sample]
@@ -202,7 +213,8 @@ def main() -> None:
                               lambda: redis_benchmark(port, n_bench))
         client.flushdb()
         store.push(frame)  # for the lookups below
-        print(f"memory: {bytes_per_customer:.0f} bytes per customer in Redis", flush=True)
+        print(f"memory: {bytes_per_customer:.0f} bytes per customer in Redis (of which the id list: "
+              f"{id_list_bytes_per_customer:.1f})", flush=True)
 
         lookups = connect(url, connect_timeout_s=cfg.connect_timeout_s, socket_timeout_s=cfg.read_timeout_s)
         reader = FeatureStore(lookups, settings.schema, namespace=cfg.namespace)
@@ -240,6 +252,7 @@ def main() -> None:
                    replacing_push_seconds=replaced.seconds,
                    replacing_push_write_seconds=replaced.write_seconds,
                    replacing_push_removed_keys=replaced.removed_keys, bytes_per_customer=bytes_per_customer,
+                   id_list_bytes_per_customer=id_list_bytes_per_customer,
                    get_p50_ms=one_p50, get_p99_ms=one_p99, get_many_100_p50_ms=many_p50,
                    get_many_100_p99_ms=many_p99, load_average=os.getloadavg())
     print()

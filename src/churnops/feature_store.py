@@ -7,23 +7,36 @@ Key space (``N`` = ``feature_store.namespace``, ``V`` = a feature-set version)::
                                      failed or was killed before its keys were removed
     N:fs:v:V:meta           hash     rows, event_time, pushed_at, source, digest, layout (JSON)
     N:fs:v:V:c:<id>         hash     one per customer: ``features`` (packed values), ``event_time``
+    N:fs:v:V:ids:<k>        string   the ids of the customers the version wrote (k = 0, 1, ...: parts of at
+                                     most 16 MB); part 0 starts with the header line ``churnops-ids/1 <W>``,
+                                     then the parts hold the ids as records of W bytes (NUL-padded)
     N:fs:lock               string   held by the push in progress (one push at a time)
 
-A push registers its version in ``N:fs:versions`` before it writes any key of it, writes the version's
-hashes with pipelined ``HSET`` commands in chunks of ``feature_store.chunk_size`` (the protocol is packed by
-numpy, two chunks in flight, so the client keeps up with the server), writes the version's meta, then
-switches ``N:fs:current`` with one ``SET``: readers see the old feature set or the new one, never half a
-push. When the registry lists other versions, their keys are then removed with one ``SCAN`` + ``UNLINK``
-walk of the keyspace (never ``KEYS``) and they leave the registry; when it lists none (the first push into
-a namespace), nothing is walked. A push that fails leaves the current version untouched, removes its own
-partial keys and unregisters its version; a push that was killed stays registered, so the next push removes
-its keys (before writing, when it pushes the same version again; after the switch, otherwise). Pushing the
-same data again is a no-op (the default version is a content digest).
+A push registers its version in ``N:fs:versions`` and creates the (empty) id list with its header in one
+transaction, before it writes any key of the version. It then writes the version's hashes with pipelined
+``HSET`` commands in chunks of ``feature_store.chunk_size`` (the protocol is packed by numpy, two chunks in
+flight, so the client keeps up with the server); each chunk is preceded in the same stream by one
+``APPEND`` of its ids to the id list, so whatever a push wrote (even one killed mid-way) is listed. It
+writes the version's meta, then switches ``N:fs:current`` with one ``SET``: readers see the old feature set
+or the new one, never half a push. The registry's other versions are then removed by name: their id lists
+are read in slices (``GETRANGE``, 4 MB at a time) and their keys removed with pipelined ``UNLINK`` commands
+(1,000 keys each), then their meta, id list and registry entry go in one atomic step. The cost is
+proportional to the removed version's size; nothing else in the keyspace is visited. A version without an
+id list (written by an older churnops) is removed with a ``SCAN`` + ``UNLINK`` walk of the keyspace instead
+(never ``KEYS``). The push lock is refreshed while the keys are written and before every slice of a
+removal; a removal that finds the lock lost stops, and what it did not remove stays registered. A push
+that fails leaves the current version untouched, removes its own partial keys (by the ids it was pushing)
+and unregisters its version; a push that was killed stays registered with its id list, so the next push
+removes its keys (before writing, when it pushes the same version again; after the switch, otherwise).
+Pushing the same data again is a no-op (the default version is a content digest). The id list costs Redis
+W bytes per customer and Redis's growth reserve (W: the longest id's length): 10.5 bytes for 1M 9-digit
+ids, 18 for 100k (a string under 1 MB may be allocated twice its length).
 
 A namespace written by a churnops without the registry (``N:fs:current`` set, the registry missing or not
 listing it) is adopted by the next push: one walk removes every version's keys except the current one's,
-then the current version is registered. Keys of an older churnops's push killed before any push ever
-completed in the namespace (no current version) are not detected.
+then the current version is registered (and removed, after the switch, by its id list when it has one,
+else by a walk). Keys of an older churnops's push killed before any push ever completed in the namespace
+(no current version) are not detected.
 
 The ``features`` field packs the feature values in the order of the version's ``layout`` (stored in its
 meta): numeric columns as little-endian float64, categorical columns as little-endian uint16 codes into the
@@ -72,6 +85,10 @@ FEATURES_FIELD = b"features"
 EVENT_TIME_FIELD = b"event_time"
 LOCK_TTL_MS = 120_000
 IN_FLIGHT_CHUNKS = 2
+IDS_FORMAT = b"churnops-ids/1"  # header of a version's id list: b"churnops-ids/1 <record width>\n"
+IDS_PART_BYTES = 16 << 20  # an id list is split into parts of at most this many bytes (whole chunks)
+IDS_SLICE_BYTES = 4 << 20  # a removal reads an id list this many bytes at a time
+UNLINK_BATCH = 1000  # keys per UNLINK command when a version is removed by name
 
 # Resolve the current version and read customers' hashes in one atomic round trip.
 # KEYS[1]: the current-version pointer. ARGV[1]: "<ns>:fs:v:". ARGV[2..]: customer ids.
@@ -126,6 +143,17 @@ end
 return {r[1], n}
 """
 
+# The last step of removing a version by name, only while this push holds the lock (atomic): UNLINK its
+# meta and id list parts and unregister it. KEYS: lock, registry, keys to unlink. ARGV: token, version.
+# Returns the number of keys unlinked, or -1 when the lock is not held.
+_FORGET_VERSION_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local n = 0
+if #KEYS > 2 then n = redis.call('UNLINK', unpack(KEYS, 3)) end
+redis.call('SREM', KEYS[2], ARGV[2])
+return n
+"""
+
 _RELEASE_LOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -134,6 +162,12 @@ return 0
 
 class FeatureStoreError(RuntimeError):
     """The feature store cannot do what was asked; the message says what is wrong and what to do."""
+
+
+class _LockLost(FeatureStoreError):
+    """The push lock expired or was taken while the push removed keys (`removed` of them, so far)."""
+
+    removed = 0
 
 
 class FeatureStoreUnavailable(FeatureStoreError):
@@ -197,6 +231,14 @@ def meta_key(namespace: str, version: str) -> str:
 
 def customer_key(namespace: str, version: str, customer_id: str) -> str:
     return f"{namespace}:fs:v:{version}:c:{customer_id}"
+
+
+def ids_key(namespace: str, version: str, part: int = 0) -> str:
+    return f"{namespace}:fs:v:{version}:ids:{part}"
+
+
+def ids_header(width: int) -> bytes:
+    return b"%s %d\n" % (IDS_FORMAT, width)
 
 
 def check_version(version: str) -> str:
@@ -320,15 +362,20 @@ def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def encode_hset_chunk(key_prefix: bytes, ids: np.ndarray, packed: np.ndarray, event_time: bytes) -> bytes:
+def _id_lengths(ids: np.ndarray) -> np.ndarray:
+    return np.char.str_len(ids) if len(ids) else np.zeros(0, dtype=np.int64)
+
+
+def encode_hset_chunk(key_prefix: bytes, ids: np.ndarray, packed: np.ndarray, event_time: bytes,
+                      lengths: np.ndarray | None = None) -> bytes:
     """``HSET <key_prefix><id> features <packed> event_time <event_time>`` for every row, as RESP bytes.
 
-    `ids` is a numpy bytes array (``S``), `packed` the structured records of the same rows. Rows are
-    grouped by key length so each group is assembled by numpy in one pass.
+    `ids` is a numpy bytes array (``S``), `packed` the structured records of the same rows, `lengths` the
+    ids' lengths when known. Rows are grouped by key length so each group is assembled by numpy in one pass.
     """
     width = packed.dtype.itemsize
     blobs = packed.view(np.dtype((np.void, width))) if len(packed) else packed
-    lengths = np.char.str_len(ids) if len(ids) else np.zeros(0, dtype=np.int64)
+    lengths = _id_lengths(ids) if lengths is None else lengths
     mid = b"\r\n" + _bulk(FEATURES_FIELD) + b"$%d\r\n" % width
     tail = b"\r\n" + _bulk(EVENT_TIME_FIELD) + _bulk(event_time)
     parts = []
@@ -347,11 +394,43 @@ def encode_hset_chunk(key_prefix: bytes, ids: np.ndarray, packed: np.ndarray, ev
     return b"".join(parts)
 
 
+def encode_ids_append(key: bytes, ids: np.ndarray) -> bytes:
+    """``APPEND <key> <ids' records>``: `ids` is a numpy bytes array (``S<W>``); each id is one record of W
+    bytes, NUL-padded (an id never ends with NUL: numpy strips trailing NULs from ``S`` values)."""
+    return b"*3\r\n$6\r\nAPPEND\r\n" + _bulk(key) + _bulk(np.ascontiguousarray(ids).tobytes())
+
+
+def encode_unlink(key_prefix: bytes, ids: np.ndarray, per_command: int = UNLINK_BATCH) -> tuple[bytes, int]:
+    """``UNLINK <key_prefix><id> ...`` (at most `per_command` keys a command) for every id, as RESP bytes,
+    and the number of commands. Ids are grouped by length so each group is assembled by numpy in one pass.
+    """
+    lengths = _id_lengths(ids)
+    parts: list[bytes | memoryview] = []
+    commands = 0
+    for id_len in np.unique(lengths):
+        group = ids[lengths == id_len]
+        head = b"$%d\r\n%s" % (len(key_prefix) + int(id_len), key_prefix)
+        row_type = np.dtype([("head", f"V{len(head)}"), ("id", f"S{int(id_len)}"), ("crlf", "V2")])
+        block = np.empty(len(group), dtype=row_type)
+        block["head"] = np.void(head)
+        block["id"] = group
+        block["crlf"] = np.void(b"\r\n")
+        data = memoryview(block.tobytes())
+        size = row_type.itemsize
+        for start in range(0, len(group), per_command):
+            count = min(per_command, len(group) - start)
+            parts.append(b"*%d\r\n$6\r\nUNLINK\r\n" % (count + 1))
+            parts.append(data[start * size:(start + count) * size])
+            commands += 1
+    return b"".join(parts), commands
+
+
 class _ReplyReader:
-    """Reads the single-line replies of pipelined HSETs straight from the connection's socket.
+    """Reads the single-line replies of pipelined commands (HSET, APPEND, UNLINK) straight from the
+    connection's socket.
 
     redis-py's pure-Python parser costs several microseconds per reply, more than Redis spends on the
-    command; HSET replies are one line each (``:2`` or ``-ERR ...``), so they are split in bulk here.
+    command; these replies are one line each (``:2`` or ``-ERR ...``), so they are split in bulk here.
     Without a raw socket (another connection class) it falls back to the parser.
     """
 
@@ -363,15 +442,22 @@ class _ReplyReader:
     def read(self, n: int) -> list[bytes]:
         """The next `n` replies whose first byte is not ':' (errors), as bytes; raises on timeouts."""
         if self.sock is None:
-            import redis
+            return self._parsed(n)[1]
+        return [line for line in self._lines(n) if line[:1] != b":"]
 
-            errors = []
-            for _ in range(n):
-                try:
-                    self.conn.read_response()
-                except redis.ResponseError as exc:
-                    errors.append(str(exc).encode())
-            return errors
+    def read_counts(self, n: int) -> tuple[int, list[bytes]]:
+        """The sum of the next `n` integer replies, and the other replies (errors) as bytes."""
+        if self.sock is None:
+            return self._parsed(n)
+        total, errors = 0, []
+        for line in self._lines(n):
+            if line[:1] == b":":
+                total += int(line[1:])
+            else:
+                errors.append(line)
+        return total, errors
+
+    def _lines(self, n: int) -> list[bytes]:
         have = self.buf.count(b"\n")
         while have < n:
             data = self.sock.recv(1 << 20)
@@ -381,7 +467,21 @@ class _ReplyReader:
             have += data.count(b"\n")
         lines = self.buf.split(b"\r\n", n)
         self.buf = bytearray(lines[n])
-        return [line for line in lines[:n] if line[:1] != b":"]
+        return lines[:n]
+
+    def _parsed(self, n: int) -> tuple[int, list[bytes]]:
+        import redis
+
+        total, errors = 0, []
+        for _ in range(n):
+            try:
+                reply = self.conn.read_response()
+            except redis.ResponseError as exc:
+                errors.append(str(exc).encode())
+                continue
+            if isinstance(reply, int):
+                total += reply
+        return total, errors
 
     @property
     def drained(self) -> bool:
@@ -395,7 +495,7 @@ class PushResult:
     rows: int
     seconds: float
     previous: str | None  # the version that was current before
-    removed_keys: int  # keys of older versions removed after the switch
+    removed_keys: int  # keys of older versions removed after the switch (customers, meta, id lists)
     skipped: bool = False  # the same content already was the current version
     write_seconds: float = 0.0  # of `seconds`: writing the customers' hashes (the rest: checks, clean-up)
 
@@ -441,6 +541,7 @@ class FeatureStore:
         self._switch = client.register_script(_SWITCH_LUA)
         self._release_lock = client.register_script(_RELEASE_LOCK_LUA)
         self._scan_unlink = client.register_script(_SCAN_UNLINK_LUA)
+        self._forget_version = client.register_script(_FORGET_VERSION_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> FeatureStore:
@@ -584,6 +685,10 @@ class FeatureStore:
         ids = self._id_bytes(frame[schema.id_column], source)
         packed = layout.encode(frame, source)  # only the schema's feature columns: never the label
         digest = self._digest(layout, ids, packed)
+        lengths = _id_lengths(ids)
+        width = max(1, int(lengths.max())) if len(ids) else 1
+        if width < ids.dtype.itemsize:  # integer ids come as S21: records of the longest id's length
+            ids = ids.astype(f"S{width}")
         version = check_version(version or digest[:12])
         event_time = time.time() if event_time is None else float(event_time)
         with self._push_lock() as token:
@@ -601,15 +706,18 @@ class FeatureStore:
                     f"new --version (or none: the default is a digest of the content)")
             registered = self._registered_versions()
             if previous is not None and previous not in registered:
-                registered = self._adopt_unregistered(previous)
+                registered = self._adopt_unregistered(previous, token)
             if version in registered:  # a push of this version failed or was killed: remove its leftovers
-                removed = self._delete_versions(only=version)
+                removed = self._remove_version(version, token)
                 log.info("features.leftovers_removed", version=version, keys=removed)
             with self._redis_errors("registering the feature-set version"):
-                self.client.sadd(registry_key(self.namespace), version)  # before any key of it exists
+                pipe = self.client.pipeline(transaction=True)  # before any key of it exists
+                pipe.sadd(registry_key(self.namespace), version)
+                pipe.set(ids_key(self.namespace, version), ids_header(width))
+                pipe.execute()
             try:
                 write_started = time.perf_counter()
-                self._write(version, ids, packed, event_time, token)
+                self._write(version, ids, lengths, packed, event_time, token)
                 write_seconds = time.perf_counter() - write_started
                 meta = {"rows": len(frame), "event_time": repr(event_time), "pushed_at": repr(time.time()),
                         "source": source, "digest": digest, "layout": layout.to_json(),
@@ -622,11 +730,11 @@ class FeatureStore:
                     raise FeatureStoreError(f"the push lock {lock_key(self.namespace)} expired or was taken "
                                             f"during the push; version {version!r} was not made current")
             except BaseException:
-                self._cleanup_failed(version)
+                self._cleanup_failed(version, ids, token)
                 raise
             self._layouts[version] = layout
             log.info("features.switched", version=version, previous=previous, rows=len(frame))
-            removed = self._remove_old_versions(keep=version)
+            removed = self._remove_old_versions(keep=version, token=token)
         seconds = time.perf_counter() - started
         result = PushResult(version, len(frame), seconds, previous, removed, write_seconds=write_seconds)
         log.info("features.pushed", **result.to_dict())
@@ -673,34 +781,21 @@ class FeatureStore:
             digest.update(np.ascontiguousarray(array))
         return digest.hexdigest()
 
-    def _write(self, version: str, ids: np.ndarray, packed: np.ndarray, event_time: float,
-               token: str) -> None:
-        prefix = customer_key(self.namespace, version, "").encode()
-        et = repr(event_time).encode()
-        n = len(ids)
-        chunks = range(0, n, self.chunk_size)
+    @contextmanager
+    def _pipelined(self, what: str) -> Iterator[_ReplyReader]:
+        """A connection of the pool, for a stream of pipelined commands (``reader.conn``) whose one-line
+        replies `reader` reads, with the push timeout. It goes back to the pool only fully read."""
         pool = self.client.connection_pool
-        with self._redis_errors("writing features"):
+        with self._redis_errors(what):
             conn = pool.get_connection()
         ok = False
         try:
-            with self._redis_errors("writing features"):
+            with self._redis_errors(what):
                 conn.connect()
                 if getattr(conn, "_sock", None) is not None:
                     conn._sock.settimeout(self.push_timeout_s)
                 reader = _ReplyReader(conn)
-                in_flight: list[int] = []
-                for i, start in enumerate(progress(chunks, task="features.push", total=len(chunks))):
-                    stop = min(n, start + self.chunk_size)
-                    conn.send_packed_command([encode_hset_chunk(prefix, ids[start:stop], packed[start:stop],
-                                                                et)], check_health=False)
-                    in_flight.append(stop - start)
-                    if len(in_flight) >= IN_FLIGHT_CHUNKS:
-                        self._check_replies(reader.read(in_flight.pop(0)), version)
-                    if i % 20 == 19:
-                        self._refresh_lock(keys=[lock_key(self.namespace)], args=[token, LOCK_TTL_MS])
-                for count in in_flight:
-                    self._check_replies(reader.read(count), version)
+                yield reader
                 ok = reader.drained
         finally:
             if not ok:
@@ -711,6 +806,32 @@ class FeatureStore:
                     sock.settimeout(conn.socket_timeout)
             pool.release(conn)
 
+    def _write(self, version: str, ids: np.ndarray, lengths: np.ndarray, packed: np.ndarray,
+               event_time: float, token: str) -> None:
+        """Every chunk: APPEND its ids to the version's id list, then HSET its customers, in one stream."""
+        prefix = customer_key(self.namespace, version, "").encode()
+        et = repr(event_time).encode()
+        n = len(ids)
+        chunks = range(0, n, self.chunk_size)
+        chunks_per_part = max(1, IDS_PART_BYTES // (ids.dtype.itemsize * self.chunk_size))
+        with self._pipelined("writing features") as reader:
+            conn = reader.conn
+            in_flight: list[int] = []
+            for i, start in enumerate(progress(chunks, task="features.push", total=len(chunks))):
+                stop = min(n, start + self.chunk_size)
+                chunk = ids[start:stop]
+                part = ids_key(self.namespace, version, i // chunks_per_part).encode()
+                listed = encode_ids_append(part, chunk)
+                hsets = encode_hset_chunk(prefix, chunk, packed[start:stop], et, lengths[start:stop])
+                conn.send_packed_command([listed, hsets], check_health=False)  # the ids before the keys
+                in_flight.append(stop - start + 1)
+                if len(in_flight) >= IN_FLIGHT_CHUNKS:
+                    self._check_replies(reader.read(in_flight.pop(0)), version)
+                if i % 20 == 19:
+                    self._refresh_lock(keys=[lock_key(self.namespace)], args=[token, LOCK_TTL_MS])
+            for count in in_flight:
+                self._check_replies(reader.read(count), version)
+
     @staticmethod
     def _check_replies(errors: list[bytes], version: str) -> None:
         if errors:
@@ -718,11 +839,11 @@ class FeatureStore:
             raise FeatureStoreError(f"Redis refused {len(errors)} writes of feature set {version!r} "
                                     f"(first: {first}); the current version is unchanged")
 
-    def _cleanup_failed(self, version: str) -> None:
+    def _cleanup_failed(self, version: str, ids: np.ndarray, token: str) -> None:
+        """Remove the keys of this process's failed push by the ids it was pushing (exact even when Redis
+        refused an APPEND to the id list), then its id list and meta, and unregister it."""
         try:
-            removed = self._delete_versions(only=version)
-            with self._redis_errors("unregistering the failed feature-set version"):
-                self.client.srem(registry_key(self.namespace), version)
+            removed = self._remove_version(version, token, ids=ids)
             log.warning("features.push_failed", version=version, removed_keys=removed,
                         hint="the current version is unchanged")
         except FeatureStoreError as exc:
@@ -735,10 +856,10 @@ class FeatureStore:
             members = self.client.smembers(registry_key(self.namespace))
         return {m.decode() for m in members}
 
-    def _adopt_unregistered(self, current: str) -> set[str]:
+    def _adopt_unregistered(self, current: str, token: str) -> set[str]:
         """Bring a namespace written without the registry (an older churnops) under it: remove every
         version's keys except the current one's (one walk), then register the current version alone."""
-        removed = self._delete_versions(keep=current)
+        removed = self._delete_versions(keep=current, token=token)
         with self._redis_errors("registering the current feature-set version"):
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(registry_key(self.namespace))
@@ -747,37 +868,175 @@ class FeatureStore:
         log.info("features.registry_created", current=current, removed_keys=removed)
         return {current}
 
-    def _remove_old_versions(self, keep: str) -> int:
-        """After the switch: remove the keys of every registered version but `keep` and unregister them.
-
-        One walk removes them all; none is made when the registry lists no other version.
-        """
-        old = self._registered_versions() - {keep}
+    def _remove_old_versions(self, keep: str, token: str) -> int:
+        """After the switch: remove the keys of every registered version but `keep` and unregister them,
+        each by its id list (or by a walk when it has none). Nothing is done when the registry lists no
+        other version; should the push lock be lost, the versions not yet removed stay registered."""
+        old = sorted(self._registered_versions() - {keep})
         removed = 0
+        try:
+            for version in old:
+                removed += self._remove_version(version, token)
+        except _LockLost as exc:
+            removed += exc.removed
+            log.warning("features.old_versions_left", versions=old, error=str(exc),
+                        hint="the next push removes the versions that are still registered")
         if old:
-            removed = self._delete_versions(keep=keep)
-            with self._redis_errors("unregistering old feature-set versions"):
-                self.client.srem(registry_key(self.namespace), *sorted(old))
-            log.info("features.old_versions_removed", versions=sorted(old), keys=removed)
+            log.info("features.old_versions_removed", versions=old, keys=removed)
         for version in list(self._layouts):
             if version != keep:
                 self._layouts.pop(version, None)
         return removed
 
-    def _delete_versions(self, *, keep: str | None = None, only: str | None = None) -> int:
-        """UNLINK the keys of every version except `keep` (or only of version `only`).
+    def _remove_version(self, version: str, token: str, ids: np.ndarray | None = None) -> int:
+        """UNLINK every key of `version` (never the current one) and unregister it; the number of keys.
+
+        By name: the customers listed in its id list (or `ids`, the ids a failed push was writing) with
+        pipelined UNLINKs, then its meta, id list and registry entry in one atomic step, only while this
+        push holds the lock (a removal stopped before that step is simply done again by the next push). A
+        version without an id list (an older churnops's) is removed with a walk of the keyspace.
+        """
+        if ids is None:
+            listed = self._id_list_header(version)
+            if listed is None:
+                removed = self._delete_versions(only=version, token=token)
+                return removed + self._forget(version, token, [meta_key(self.namespace, version)], removed)
+            slices = self._stored_ids(version, *listed)
+        else:
+            step = max(1, IDS_SLICE_BYTES // ids.dtype.itemsize)
+            slices = (ids[i:i + step] for i in range(0, len(ids), step))
+        removed = self._unlink_customers(version, slices, token)
+        with self._redis_errors("reading a feature-set version's id list"):
+            parts = self._id_list_parts(version)
+        return removed + self._forget(version, token, [meta_key(self.namespace, version), *parts], removed)
+
+    def _forget(self, version: str, token: str, keys: list[str], removed: int) -> int:
+        """UNLINK `keys` (the version's meta and id list) and unregister the version, atomically, while
+        this push holds the lock; the number of keys unlinked (`removed`: the version's keys removed before,
+        for the error)."""
+        with self._redis_errors("removing a feature-set version"):
+            n = int(self._forget_version(keys=[lock_key(self.namespace), registry_key(self.namespace), *keys],
+                                         args=[token, version]))
+        if n < 0:
+            lost = _LockLost(f"the push lock {lock_key(self.namespace)} expired or was taken while version "
+                             f"{version!r} was being removed")
+            lost.removed = removed
+            raise lost
+        return n
+
+    def _id_list_header(self, version: str) -> tuple[int, int] | None:
+        """(record width, header length) of the version's id list; None when it has none."""
+        key = ids_key(self.namespace, version)
+        with self._redis_errors("reading a feature-set version's id list"):
+            head = self.client.getrange(key, 0, 63)
+        line, newline, _ = head.partition(b"\n")
+        fmt, _, width = line.partition(b" ")
+        if not newline or fmt != IDS_FORMAT or not width.isdigit() or int(width) < 1:
+            if head:
+                log.warning("features.id_list_unreadable", key=key, header=head[:64].decode(errors="replace"),
+                            hint="the version's keys are removed by a walk of the keyspace")
+            return None
+        return int(width), len(line) + 1
+
+    def _stored_ids(self, version: str, width: int, header: int) -> Iterator[np.ndarray]:
+        """The ids of the version's id list, a slice (GETRANGE, IDS_SLICE_BYTES) at a time, part by part."""
+        step = max(1, IDS_SLICE_BYTES // width) * width
+        part = 0
+        while True:
+            key = ids_key(self.namespace, version, part)
+            offset = header if part == 0 else 0
+            found = part == 0
+            while True:
+                with self._redis_errors("reading a feature-set version's id list"):
+                    data = self.client.getrange(key, offset, offset + step - 1)
+                if data:
+                    found = True
+                    yield np.frombuffer(data, dtype=f"S{width}", count=len(data) // width)
+                offset += len(data)
+                if len(data) < step:
+                    break
+            if not found:  # parts are written in order: the first missing one ends the list
+                return
+            part += 1
+
+    def _id_list_parts(self, version: str) -> list[str]:
+        """The names of the version's id list parts that exist (they are written in order, from 0)."""
+        parts: list[str] = []
+        while True:
+            batch = [ids_key(self.namespace, version, len(parts) + k) for k in range(16)]
+            found = int(self.client.exists(*batch))
+            parts += batch[:found]
+            if found < len(batch):
+                return parts
+
+    def _unlink_customers(self, version: str, slices: Iterator[np.ndarray], token: str) -> int:
+        """UNLINK the customer keys of `version` for the ids of every slice: pipelined commands of
+        UNLINK_BATCH keys packed by numpy, two slices in flight, replies counted in bulk; the lock is
+        refreshed before every slice. The number of keys that existed."""
+        prefix = customer_key(self.namespace, version, "").encode()
+        what = f"removing feature-set version {version!r}"
+        removed = 0
+        with self._pipelined(what) as reader:
+            in_flight: list[int] = []
+            try:
+                for ids in slices:
+                    self._hold_lock(token)  # before every slice: never remove keys without the lock
+                    payload, commands = encode_unlink(prefix, ids)
+                    if commands:
+                        reader.conn.send_packed_command([payload], check_health=False)
+                        in_flight.append(commands)
+                    if len(in_flight) >= IN_FLIGHT_CHUNKS:
+                        removed += self._unlinked(reader.read_counts(in_flight.pop(0)), what)
+            except _LockLost as lost:
+                for count in in_flight:  # what was sent before is done: count it
+                    removed += self._unlinked(reader.read_counts(count), what)
+                lost.removed = removed
+                raise
+            for count in in_flight:
+                removed += self._unlinked(reader.read_counts(count), what)
+        return removed
+
+    @staticmethod
+    def _unlinked(counted: tuple[int, list[bytes]], what: str) -> int:
+        total, errors = counted
+        if errors:
+            first = errors[0].decode(errors="replace").lstrip("-")
+            raise FeatureStoreError(f"Redis refused {len(errors)} commands {what} (first: {first})")
+        return total
+
+    def _hold_lock(self, token: str) -> None:
+        """Extend the push lock; raise _LockLost when this push no longer holds it."""
+        key = lock_key(self.namespace)
+        with self._redis_errors("refreshing the push lock"):
+            held = self._refresh_lock(keys=[key], args=[token, LOCK_TTL_MS])
+        if not held:
+            raise _LockLost(f"the push lock {key} expired or was taken while old feature-set keys were "
+                            f"being removed")
+
+    def _delete_versions(self, *, keep: str | None = None, only: str | None = None,
+                         token: str | None = None) -> int:
+        """UNLINK the keys of every version except `keep` (or only of version `only`) by a walk.
 
         The keyspace is walked with SCAN in slices of 5,000 inside a server-side script, so no key travels
-        to the client and Redis serves other clients between slices. The registry is left to the caller.
+        to the client and Redis serves other clients between slices; the push lock (`token`) is refreshed
+        before every 50 slices. The registry is left to the caller.
         """
         pattern = (version_prefix(self.namespace, only) if only else versions_prefix(self.namespace)) + "*"
         keep_prefix = version_prefix(self.namespace, keep) if keep else ""
         removed = 0
         cursor = b"0"
+        steps = 0
         with self._redis_errors("removing old feature-set versions"):
             while True:
+                if token is not None and steps % 50 == 0:
+                    try:
+                        self._hold_lock(token)
+                    except _LockLost as lost:
+                        lost.removed = removed
+                        raise
                 cursor, n = self._scan_unlink(args=[cursor, pattern, 5000, keep_prefix])
                 removed += int(n)
+                steps += 1
                 if cursor in (b"0", 0, "0"):
                     break
         return removed

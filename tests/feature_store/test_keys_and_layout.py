@@ -17,6 +17,8 @@ def test_keys_follow_the_documented_key_space() -> None:
     assert fs.meta_key("ns", "v1") == "ns:fs:v:v1:meta"
     assert fs.customer_key("ns", "v1", "768805383") == "ns:fs:v:v1:c:768805383"
     assert fs.version_prefix("ns", "v1") == "ns:fs:v:v1:"
+    assert fs.ids_key("ns", "v1") == "ns:fs:v:v1:ids:0" and fs.ids_key("ns", "v1", 3) == "ns:fs:v:v1:ids:3"
+    assert fs.ids_header(9) == b"churnops-ids/1 9\n"
 
 
 @pytest.mark.parametrize("version", ["a:b", "v*", "", "-x", "x" * 65, "a b", "v[1]"])
@@ -96,3 +98,26 @@ def test_a_chunk_is_exactly_the_protocol_redis_py_would_send(settings: Any) -> N
         b"".join(pack("HSET", b"ns:fs:v:v1:c:" + ids[i], b"features", packed[i].tobytes(), b"event_time",
                       b"1718000000.5")) for i in order)
     assert chunk == expected
+
+
+def test_id_list_appends_and_unlinks_are_exactly_the_protocol_redis_py_would_send() -> None:
+    """One APPEND of fixed-width records per chunk; UNLINK commands of at most `per_command` keys, ids
+    grouped by length (in order within a group)."""
+    from redis.connection import PythonRespSerializer
+
+    pack = PythonRespSerializer(buffer_cutoff=1 << 30, encode=lambda v: v).pack
+    ids = np.array([b"7", b"12345", b"abc", b"99", b"x-long-customer-id", b"8", b"6", b"a\x00b"],
+                   dtype=np.bytes_)
+    width = ids.dtype.itemsize
+    assert fs.encode_ids_append(b"ns:fs:v:v1:ids:0", ids) == b"".join(
+        pack("APPEND", b"ns:fs:v:v1:ids:0", b"".join(i.ljust(width, b"\x00") for i in ids.tolist())))
+
+    payload, commands = fs.encode_unlink(b"ns:fs:v:v1:c:", ids, per_command=2)
+    groups: dict[int, list[bytes]] = {}
+    for i in ids.tolist():
+        groups.setdefault(len(i), []).append(b"ns:fs:v:v1:c:" + i)
+    expected = [pack("UNLINK", *group[k:k + 2]) for _, group in sorted(groups.items())
+                for k in range(0, len(group), 2)]
+    assert commands == len(expected) == 6
+    assert payload == b"".join(b"".join(parts) for parts in expected)
+    assert fs.encode_unlink(b"p:", ids[:0]) == (b"", 0)

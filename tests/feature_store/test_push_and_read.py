@@ -69,9 +69,12 @@ def test_a_new_version_replaces_the_old_one_and_its_keys_are_removed(store: Any,
     changed["Customer_Age"] = 33
     second = store.push(changed, version="2024-07-01")
     assert second.version == "2024-07-01" and second.previous == first.version
-    assert second.removed_keys == len(gold) + 1  # the old customers and the old meta
+    assert second.removed_keys == len(gold) + 2  # the old customers, the old meta and its id list
     assert store.get(gold[settings.schema.id_column].iloc[0]).features["Customer_Age"] == 33
     assert not keys(store.client, f"fs-test:fs:v:{first.version}:*")
+    assert set(keys(store.client, "fs-test:fs:v:*")) == {  # the new customers, meta and id list
+        *(fs.customer_key("fs-test", "2024-07-01", str(i)).encode() for i in gold[settings.schema.id_column]),
+        fs.meta_key("fs-test", "2024-07-01").encode(), fs.ids_key("fs-test", "2024-07-01").encode()}
 
 
 def test_readers_never_see_half_a_push(store: Any, gold: pd.DataFrame, settings: Any,
@@ -219,6 +222,11 @@ def test_the_slow_reply_path_gives_the_same_result(store: Any, gold: pd.DataFram
     monkeypatch.setattr(fs._ReplyReader, "__init__", no_socket)
     store.push(gold)
     assert store.get(gold[settings.schema.id_column].iloc[5]).features == record_of(gold.iloc[5])
+    changed = gold.copy()
+    changed["Customer_Age"] = 41
+    replaced = store.push(changed, version="v2")  # the removal's UNLINK replies are counted by the parser
+    assert replaced.removed_keys == len(gold) + 2
+    assert len(keys(store.client, "fs-test:fs:v:*")) == len(gold) + 2
 
 
 def test_a_hung_redis_fails_lookups_fast_instead_of_hanging(redis_process_factory: Any, settings: Any,
