@@ -12,6 +12,7 @@ import pytest
 import redis as redis_lib
 
 from churnops import feature_store as fs
+from churnops.feature_store import store as fs_store
 
 
 def keys(client: Any, pattern: str = "*") -> list[bytes]:
@@ -133,7 +134,7 @@ def test_a_failed_push_leaves_the_current_version_untouched(store: Any, gold: pd
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fs, "encode_hset_chunk", failing)
+    monkeypatch.setattr(fs_store, "encode_hset_chunk", failing)  # where the push reads it
     changed = gold.copy()
     changed["Customer_Age"] = 50
     with pytest.raises(RuntimeError, match="disk on fire"):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from churnops import feature_store as fs
+from churnops.feature_store import store as fs_store
 
 NS = "fs-test"
 REGISTRY = fs.registry_key(NS)
@@ -97,7 +98,7 @@ def kill_pushes_after_two_chunks(monkeypatch: pytest.MonkeyPatch, store: Any) ->
             raise Died()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fs, "encode_hset_chunk", dying)
+    monkeypatch.setattr(fs_store, "encode_hset_chunk", dying)
     monkeypatch.setattr(store, "_cleanup_failed", lambda *args: None)
 
 
@@ -182,8 +183,8 @@ def test_ids_of_any_length_and_text_round_trip_through_the_id_list(store: Any, g
 def test_a_long_id_list_is_written_in_parts_and_read_in_slices(store: Any, gold: pd.DataFrame, walks: list,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                settings: Any) -> None:
-    monkeypatch.setattr(fs, "IDS_PART_BYTES", 1000)  # 9-byte ids, chunks of 64: one chunk a part
-    monkeypatch.setattr(fs, "IDS_SLICE_BYTES", 100)  # 11 ids a GETRANGE
+    monkeypatch.setattr(fs_store, "IDS_PART_BYTES", 1000)  # 9-byte ids, chunks of 64: one chunk a part
+    monkeypatch.setattr(fs_store, "IDS_SLICE_BYTES", 100)  # 11 ids a GETRANGE
     v1 = store.push(gold).version
     parts = sorted(k.decode() for k in keys(store.client, f"{NS}:fs:v:{v1}:ids:*"))
     assert parts == [fs.ids_key(NS, v1, k) for k in range(5)]  # 300 customers in chunks of 64
@@ -197,7 +198,7 @@ def test_a_long_id_list_is_written_in_parts_and_read_in_slices(store: Any, gold:
 
 def test_a_removal_that_loses_the_lock_stops_and_leaves_the_rest_to_the_next_push(
         store: Any, gold: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, walks: list) -> None:
-    monkeypatch.setattr(fs, "IDS_SLICE_BYTES", 90)  # 10 ids a slice: 30 slices
+    monkeypatch.setattr(fs_store, "IDS_SLICE_BYTES", 90)  # 10 ids a slice: 30 slices
     v1 = store.push(gold).version
     with monkeypatch.context() as m:
         m.setattr(store, "_refresh_lock", lambda keys=None, args=None, client=None: 0)  # someone took it
@@ -249,7 +250,7 @@ def test_a_failed_first_push_unregisters_its_version_and_the_next_push_walks_not
         return real(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(fs, "encode_hset_chunk", failing)
+        m.setattr(fs_store, "encode_hset_chunk", failing)
         with pytest.raises(RuntimeError, match="boom"):
             store.push(gold, version="broken")
     assert walks == []  # the failed push removed its own keys by name

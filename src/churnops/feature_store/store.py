@@ -1,74 +1,52 @@
-"""The Redis feature store: every customer's features, for scoring by customer id.
-
-Key space (``N`` = ``feature_store.namespace``, ``V`` = a feature-set version)::
-
-    N:fs:current            string   the version readers use (switched atomically after a complete push)
-    N:fs:versions           set      every version that may have keys: the current one, and any whose push
-                                     failed or was killed before its keys were removed
-    N:fs:v:V:meta           hash     rows, event_time, pushed_at, source, digest, layout (JSON)
-    N:fs:v:V:c:<id>         hash     one per customer: ``features`` (packed values), ``event_time``
-    N:fs:v:V:ids:<k>        string   the ids of the customers the version wrote (k = 0, 1, ...: parts of at
-                                     most 16 MB); part 0 starts with the header line ``churnops-ids/1 <W>``,
-                                     then the parts hold the ids as records of W bytes (NUL-padded)
-    N:fs:lock               string   held by the push in progress (one push at a time)
-
-A push registers its version in ``N:fs:versions`` and creates the (empty) id list with its header in one
-transaction, before it writes any key of the version. It then writes the version's hashes with pipelined
-``HSET`` commands in chunks of ``feature_store.chunk_size`` (the protocol is packed by numpy, two chunks in
-flight, so the client keeps up with the server); each chunk is preceded in the same stream by one
-``APPEND`` of its ids to the id list, so whatever a push wrote (even one killed mid-way) is listed. It
-writes the version's meta, then switches ``N:fs:current`` with one ``SET``: readers see the old feature set
-or the new one, never half a push. The registry's other versions are then removed by name: their id lists
-are read in slices (``GETRANGE``, 4 MB at a time) and their keys removed with pipelined ``UNLINK`` commands
-(1,000 keys each), then their meta, id list and registry entry go in one atomic step. The cost is
-proportional to the removed version's size; nothing else in the keyspace is visited. A version without an
-id list (written by an older churnops) is removed with a ``SCAN`` + ``UNLINK`` walk of the keyspace instead
-(never ``KEYS``). The push lock is refreshed while the keys are written and before every slice of a
-removal; a removal that finds the lock lost stops, and what it did not remove stays registered. A push
-that fails leaves the current version untouched, removes its own partial keys (by the ids it was pushing)
-and unregisters its version; a push that was killed stays registered with its id list, so the next push
-removes its keys (before writing, when it pushes the same version again; after the switch, otherwise).
-Pushing the same data again is a no-op (the default version is a content digest). The id list costs Redis
-W bytes per customer and Redis's growth reserve (W: the longest id's length): 10.5 bytes for 1M 9-digit
-ids, 18 for 100k (a string under 1 MB may be allocated twice its length).
-
-A namespace written by a churnops without the registry (``N:fs:current`` set, the registry missing or not
-listing it) is adopted by the next push: one walk removes every version's keys except the current one's,
-then the current version is registered (and removed, after the switch, by its id list when it has one,
-else by a walk). Keys of an older churnops's push killed before any push ever completed in the namespace
-(no current version) are not detected.
-
-The ``features`` field packs the feature values in the order of the version's ``layout`` (stored in its
-meta): numeric columns as little-endian float64, categorical columns as little-endian uint16 codes into the
-layout's category list. A packed value costs the server one field instead of one per column (about 4x
-faster pushes) and is exact; `churnops features get ID` shows it decoded. Labels never enter the store:
-only the id and the schema's feature columns are read from the gold layer.
-
-Reads resolve the current version and fetch the customers in one server-side script (one round trip,
-atomic with respect to a version switch): :meth:`FeatureStore.get` and :meth:`FeatureStore.get_many`.
-Every command has a timeout (``feature_store.*_timeout_s``); an unreachable Redis raises
-:class:`FeatureStoreUnavailable` quickly instead of hanging a request.
-"""
+"""The store: :class:`FeatureStore` pushes a gold layer under a new version, switches readers to it and
+removes the older versions; it reads customers from the current version (see the package's docstring)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-import struct
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
+from churnops.feature_store.connection import connect, safe_url
+from churnops.feature_store.errors import FeatureStoreError, FeatureStoreUnavailable, NoFeatureSet, _LockLost
+from churnops.feature_store.keys import (
+    check_version,
+    current_key,
+    customer_key,
+    ids_key,
+    lock_key,
+    meta_key,
+    normalise_id,
+    registry_key,
+    version_prefix,
+    versions_prefix,
+)
+from churnops.feature_store.layout import Layout
+from churnops.feature_store.results import PushResult, StoredFeatures
+from churnops.feature_store.scripts import (
+    _FORGET_VERSION_LUA,
+    _LOOKUP_LUA,
+    _REFRESH_LOCK_LUA,
+    _RELEASE_LOCK_LUA,
+    _SCAN_UNLINK_LUA,
+    _SWITCH_LUA,
+)
+from churnops.feature_store.wire import (
+    IDS_FORMAT,
+    _id_lengths,
+    _ReplyReader,
+    encode_hset_chunk,
+    encode_ids_append,
+    encode_unlink,
+    ids_header,
+)
 from churnops.held_connections import HeldConnections
 from churnops.logs import get_logger, progress
 from churnops.settings import SchemaSettings, Settings
@@ -76,453 +54,14 @@ from churnops.settings import SchemaSettings, Settings
 if TYPE_CHECKING:
     import redis
 
-log = get_logger(__name__)
+log = get_logger("churnops.feature_store")  # the package's name: the logger events carried before the split
 
-FORMAT = "churnops-fs/1"  # packed little-endian float64 numerics, then uint16 category codes
-MISSING_CODE = 0xFFFF
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-FEATURES_FIELD = b"features"
-EVENT_TIME_FIELD = b"event_time"
 LOCK_TTL_MS = 120_000
 IN_FLIGHT_CHUNKS = 2
-IDS_FORMAT = b"churnops-ids/1"  # header of a version's id list: b"churnops-ids/1 <record width>\n"
 IDS_PART_BYTES = 16 << 20  # an id list is split into parts of at most this many bytes (whole chunks)
 IDS_SLICE_BYTES = 4 << 20  # a removal reads an id list this many bytes at a time
-UNLINK_BATCH = 1000  # keys per UNLINK command when a version is removed by name
 
-# Resolve the current version and read customers' hashes in one atomic round trip.
-# KEYS[1]: the current-version pointer. ARGV[1]: "<ns>:fs:v:". ARGV[2..]: customer ids.
-# Returns false when nothing was pushed, else {version, features_1, event_time_1, features_2, ...}.
-_LOOKUP_LUA = """
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
-local out = {v}
-local base = ARGV[1] .. v .. ':c:'
-for i = 2, #ARGV do
-  local r = redis.call('HMGET', base .. ARGV[i], 'features', 'event_time')
-  out[#out + 1] = r[1]
-  out[#out + 1] = r[2]
-end
-return out
-"""
 
-# Extend the push lock only while this push still holds it.
-_REFRESH_LOCK_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-# Switch the current version only while this push still holds the lock (atomic).
-_SWITCH_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
-"""
-
-# One step of removing a key space: SCAN a slice of the keyspace and UNLINK the matching keys that do not
-# start with the kept prefix, inside Redis (no key travels to the client). Returns {next cursor, removed}.
-# ARGV: cursor, MATCH pattern, COUNT, kept prefix ("" keeps nothing).
-_SCAN_UNLINK_LUA = """
-local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local keep = ARGV[4]
-local batch, n = {}, 0
-for _, k in ipairs(r[2]) do
-  if keep == '' or string.sub(k, 1, #keep) ~= keep then
-    batch[#batch + 1] = k
-    if #batch == 500 then
-      redis.call('UNLINK', unpack(batch))
-      n = n + #batch
-      batch = {}
-    end
-  end
-end
-if #batch > 0 then
-  redis.call('UNLINK', unpack(batch))
-  n = n + #batch
-end
-return {r[1], n}
-"""
-
-# The last step of removing a version by name, only while this push holds the lock (atomic): UNLINK its
-# meta and id list parts and unregister it. KEYS: lock, registry, keys to unlink. ARGV: token, version.
-# Returns the number of keys unlinked, or -1 when the lock is not held.
-_FORGET_VERSION_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local n = 0
-if #KEYS > 2 then n = redis.call('UNLINK', unpack(KEYS, 3)) end
-redis.call('SREM', KEYS[2], ARGV[2])
-return n
-"""
-
-_RELEASE_LOCK_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-class FeatureStoreError(RuntimeError):
-    """The feature store cannot do what was asked; the message says what is wrong and what to do."""
-
-
-class _LockLost(FeatureStoreError):
-    """The push lock expired or was taken while the push removed keys (`removed` of them, so far)."""
-
-    removed = 0
-
-
-class FeatureStoreUnavailable(FeatureStoreError):
-    """Redis did not answer (refused, timed out, loading); retrying later may succeed."""
-
-
-class NoFeatureSet(FeatureStoreError):
-    """Nothing has been pushed yet (no current version)."""
-
-
-def safe_url(url: str) -> str:
-    """The Redis URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def connect(url: str, *, connect_timeout_s: float, socket_timeout_s: float) -> redis.Redis:
-    """A Redis client with timeouts and one immediate retry (a pooled connection may be stale after a
-    Redis restart); a Redis that is down fails fast instead of backing off for seconds."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=socket_timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
-    )
-
-
-# -- keys (pure functions) -----------------------------------------------------------------------
-def current_key(namespace: str) -> str:
-    return f"{namespace}:fs:current"
-
-
-def lock_key(namespace: str) -> str:
-    return f"{namespace}:fs:lock"
-
-
-def registry_key(namespace: str) -> str:
-    return f"{namespace}:fs:versions"
-
-
-def versions_prefix(namespace: str) -> str:
-    return f"{namespace}:fs:v:"
-
-
-def version_prefix(namespace: str, version: str) -> str:
-    return f"{namespace}:fs:v:{version}:"
-
-
-def meta_key(namespace: str, version: str) -> str:
-    return f"{namespace}:fs:v:{version}:meta"
-
-
-def customer_key(namespace: str, version: str, customer_id: str) -> str:
-    return f"{namespace}:fs:v:{version}:c:{customer_id}"
-
-
-def ids_key(namespace: str, version: str, part: int = 0) -> str:
-    return f"{namespace}:fs:v:{version}:ids:{part}"
-
-
-def ids_header(width: int) -> bytes:
-    return b"%s %d\n" % (IDS_FORMAT, width)
-
-
-def check_version(version: str) -> str:
-    if not VERSION_PATTERN.match(version):
-        raise FeatureStoreError(
-            f"feature-set version {version!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
-            f"starting with a letter or digit")
-    return version
-
-
-def normalise_id(customer_id: Any) -> str:
-    """Customer ids are stored as text: 768805383 and "768805383" are the same customer."""
-    if isinstance(customer_id, bool) or customer_id is None:
-        raise FeatureStoreError(f"customer id must be a string or an integer, got {customer_id!r}")
-    if isinstance(customer_id, (int, np.integer)):
-        return str(int(customer_id))
-    if isinstance(customer_id, bytes):
-        return customer_id.decode()
-    return str(customer_id)
-
-
-# -- the packed layout ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Layout:
-    """How one customer's feature values are packed into the ``features`` field of its hash."""
-
-    numeric: tuple[str, ...]
-    integer: frozenset[str]
-    categorical: tuple[tuple[str, tuple[str, ...]], ...]
-
-    @classmethod
-    def from_schema(cls, schema: SchemaSettings) -> Layout:
-        for col, cats in schema.categorical.items():
-            if len(cats) >= MISSING_CODE:
-                raise FeatureStoreError(f"categorical column {col!r} has {len(cats)} categories; "
-                                        f"the feature store packs at most {MISSING_CODE - 1}")
-        return cls(
-            numeric=tuple(schema.numeric),
-            integer=frozenset(c for c, spec in schema.numeric.items() if spec.integer),
-            categorical=tuple((c, tuple(v)) for c, v in schema.categorical.items()),
-        )
-
-    @property
-    def columns(self) -> list[str]:
-        return [*self.numeric, *(c for c, _ in self.categorical)]
-
-    @cached_property
-    def dtype(self) -> np.dtype:
-        return np.dtype([(c, "<f8") for c in self.numeric] + [(c, "<u2") for c, _ in self.categorical])
-
-    @cached_property
-    def _struct(self) -> struct.Struct:
-        return struct.Struct(f"<{len(self.numeric)}d{len(self.categorical)}H")
-
-    @property
-    def size(self) -> int:
-        return self._struct.size
-
-    def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "numeric": list(self.numeric), "integer": sorted(self.integer),
-                           "categorical": {c: list(v) for c, v in self.categorical}})
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Layout:
-        doc = json.loads(text)
-        if doc.get("format") != FORMAT:
-            raise FeatureStoreError(f"feature set written in format {doc.get('format')!r}; this churnops "
-                                    f"reads {FORMAT!r}: push the features again (churnops features push)")
-        return cls(numeric=tuple(doc["numeric"]), integer=frozenset(doc["integer"]),
-                   categorical=tuple((c, tuple(v)) for c, v in doc["categorical"].items()))
-
-    def encode(self, frame: pd.DataFrame, source: str = "frame") -> np.ndarray:
-        """Pack the feature columns of `frame` (one record per row). Missing values, non-numeric numbers
-        and unknown categories are refused with the column, row count and examples."""
-        out = np.empty(len(frame), dtype=self.dtype)
-        missing = [c for c in self.columns if c not in frame.columns]
-        if missing:
-            raise FeatureStoreError(f"{source} lacks feature columns {missing}")
-        for col in self.numeric:
-            try:
-                values = pd.to_numeric(frame[col], errors="raise").to_numpy(dtype=np.float64)
-            except (ValueError, TypeError) as exc:
-                raise FeatureStoreError(f"{source}: column {col!r} is not numeric: {exc}") from exc
-            bad = ~np.isfinite(values)
-            if bad.any():
-                raise FeatureStoreError(f"{source}: column {col!r} has {int(bad.sum())} missing or infinite "
-                                        f"values; the gold layer must be complete (run the pipeline's "
-                                        f"validation and features stages)")
-            out[col] = values
-        for col, cats in self.categorical:
-            codes = pd.Categorical(frame[col], categories=list(cats)).codes
-            bad = codes < 0
-            if bad.any():
-                examples = sorted(set(map(str, frame[col][bad].head(20))))[:5]
-                raise FeatureStoreError(f"{source}: column {col!r} has {int(bad.sum())} values outside its "
-                                        f"categories {list(cats)} (e.g. {examples})")
-            out[col] = codes
-        return out
-
-    def decode(self, blob: bytes) -> dict[str, Any]:
-        """One customer's ``{column: value}`` (ints for integer columns, floats, category strings)."""
-        try:
-            values = self._struct.unpack(blob)
-        except struct.error as exc:
-            raise FeatureStoreError(f"stored features are {len(blob)} bytes, the layout needs {self.size}: "
-                                    f"the feature set is corrupt; push it again") from exc
-        row: dict[str, Any] = {}
-        n = len(self.numeric)
-        for col, value in zip(self.numeric, values[:n], strict=True):
-            row[col] = int(value) if col in self.integer else value
-        for (col, cats), code in zip(self.categorical, values[n:], strict=True):
-            if code >= len(cats):
-                raise FeatureStoreError(f"stored code {code} of column {col!r} is outside its "
-                                        f"{len(cats)} categories: the feature set is corrupt; push it again")
-            row[col] = cats[code]
-        return row
-
-
-# -- the RESP protocol of a chunk (pure) ---------------------------------------------------------
-def _bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def _id_lengths(ids: np.ndarray) -> np.ndarray:
-    return np.char.str_len(ids) if len(ids) else np.zeros(0, dtype=np.int64)
-
-
-def encode_hset_chunk(key_prefix: bytes, ids: np.ndarray, packed: np.ndarray, event_time: bytes,
-                      lengths: np.ndarray | None = None) -> bytes:
-    """``HSET <key_prefix><id> features <packed> event_time <event_time>`` for every row, as RESP bytes.
-
-    `ids` is a numpy bytes array (``S``), `packed` the structured records of the same rows, `lengths` the
-    ids' lengths when known. Rows are grouped by key length so each group is assembled by numpy in one pass.
-    """
-    width = packed.dtype.itemsize
-    blobs = packed.view(np.dtype((np.void, width))) if len(packed) else packed
-    lengths = _id_lengths(ids) if lengths is None else lengths
-    mid = b"\r\n" + _bulk(FEATURES_FIELD) + b"$%d\r\n" % width
-    tail = b"\r\n" + _bulk(EVENT_TIME_FIELD) + _bulk(event_time)
-    parts = []
-    for id_len in np.unique(lengths):
-        rows = np.nonzero(lengths == id_len)[0]
-        head = b"*6\r\n$4\r\nHSET\r\n$%d\r\n%s" % (len(key_prefix) + int(id_len), key_prefix)
-        row_type = np.dtype([("head", f"V{len(head)}"), ("id", f"S{int(id_len)}"), ("mid", f"V{len(mid)}"),
-                             ("features", f"V{width}"), ("tail", f"V{len(tail)}")])
-        block = np.empty(len(rows), dtype=row_type)
-        block["head"] = np.void(head)
-        block["id"] = ids[rows]
-        block["mid"] = np.void(mid)
-        block["features"] = blobs[rows]
-        block["tail"] = np.void(tail)
-        parts.append(block.tobytes())
-    return b"".join(parts)
-
-
-def encode_ids_append(key: bytes, ids: np.ndarray) -> bytes:
-    """``APPEND <key> <ids' records>``: `ids` is a numpy bytes array (``S<W>``); each id is one record of W
-    bytes, NUL-padded (an id never ends with NUL: numpy strips trailing NULs from ``S`` values)."""
-    return b"*3\r\n$6\r\nAPPEND\r\n" + _bulk(key) + _bulk(np.ascontiguousarray(ids).tobytes())
-
-
-def encode_unlink(key_prefix: bytes, ids: np.ndarray, per_command: int = UNLINK_BATCH) -> tuple[bytes, int]:
-    """``UNLINK <key_prefix><id> ...`` (at most `per_command` keys a command) for every id, as RESP bytes,
-    and the number of commands. Ids are grouped by length so each group is assembled by numpy in one pass.
-    """
-    lengths = _id_lengths(ids)
-    parts: list[bytes | memoryview] = []
-    commands = 0
-    for id_len in np.unique(lengths):
-        group = ids[lengths == id_len]
-        head = b"$%d\r\n%s" % (len(key_prefix) + int(id_len), key_prefix)
-        row_type = np.dtype([("head", f"V{len(head)}"), ("id", f"S{int(id_len)}"), ("crlf", "V2")])
-        block = np.empty(len(group), dtype=row_type)
-        block["head"] = np.void(head)
-        block["id"] = group
-        block["crlf"] = np.void(b"\r\n")
-        data = memoryview(block.tobytes())
-        size = row_type.itemsize
-        for start in range(0, len(group), per_command):
-            count = min(per_command, len(group) - start)
-            parts.append(b"*%d\r\n$6\r\nUNLINK\r\n" % (count + 1))
-            parts.append(data[start * size:(start + count) * size])
-            commands += 1
-    return b"".join(parts), commands
-
-
-class _ReplyReader:
-    """Reads the single-line replies of pipelined commands (HSET, APPEND, UNLINK) straight from the
-    connection's socket.
-
-    redis-py's pure-Python parser costs several microseconds per reply, more than Redis spends on the
-    command; these replies are one line each (``:2`` or ``-ERR ...``), so they are split in bulk here.
-    Without a raw socket (another connection class) it falls back to the parser.
-    """
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.sock = getattr(conn, "_sock", None)
-        self.buf = bytearray()
-
-    def read(self, n: int) -> list[bytes]:
-        """The next `n` replies whose first byte is not ':' (errors), as bytes; raises on timeouts."""
-        if self.sock is None:
-            return self._parsed(n)[1]
-        return [line for line in self._lines(n) if line[:1] != b":"]
-
-    def read_counts(self, n: int) -> tuple[int, list[bytes]]:
-        """The sum of the next `n` integer replies, and the other replies (errors) as bytes."""
-        if self.sock is None:
-            return self._parsed(n)
-        total, errors = 0, []
-        for line in self._lines(n):
-            if line[:1] == b":":
-                total += int(line[1:])
-            else:
-                errors.append(line)
-        return total, errors
-
-    def _lines(self, n: int) -> list[bytes]:
-        have = self.buf.count(b"\n")
-        while have < n:
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise ConnectionError("Redis closed the connection during the push")
-            self.buf += data
-            have += data.count(b"\n")
-        lines = self.buf.split(b"\r\n", n)
-        self.buf = bytearray(lines[n])
-        return lines[:n]
-
-    def _parsed(self, n: int) -> tuple[int, list[bytes]]:
-        import redis
-
-        total, errors = 0, []
-        for _ in range(n):
-            try:
-                reply = self.conn.read_response()
-            except redis.ResponseError as exc:
-                errors.append(str(exc).encode())
-                continue
-            if isinstance(reply, int):
-                total += reply
-        return total, errors
-
-    @property
-    def drained(self) -> bool:
-        return not self.buf
-
-
-# -- results -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PushResult:
-    version: str
-    rows: int
-    seconds: float
-    previous: str | None  # the version that was current before
-    removed_keys: int  # keys of older versions removed after the switch (customers, meta, id lists)
-    skipped: bool = False  # the same content already was the current version
-    write_seconds: float = 0.0  # of `seconds`: writing the customers' hashes (the rest: checks, clean-up)
-
-    @property
-    def rate(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float("inf")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "rows": self.rows, "seconds": round(self.seconds, 3),
-                "customers_per_s": round(self.rate) if self.seconds > 0 else None,
-                "previous": self.previous, "removed_keys": self.removed_keys, "skipped": self.skipped,
-                "write_seconds": round(self.write_seconds, 3)}
-
-
-@dataclass(frozen=True)
-class StoredFeatures:
-    customer_id: str
-    version: str
-    event_time: float
-    features: dict[str, Any] = field(default_factory=dict)  # {column: value}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"customer_id": self.customer_id, "version": self.version, "event_time": self.event_time,
-                "features": self.features}
-
-
-# -- the store -----------------------------------------------------------------------------------
 class FeatureStore:
     """Push and read customers' features. Create with :meth:`from_settings`; nothing connects before use."""
 
@@ -1061,4 +600,3 @@ class FeatureStore:
             except Exception as exc:  # the lock expires by itself; say so instead of masking the push's error
                 log.warning("features.lock_release_failed", key=key, error=str(exc),
                             hint=f"it expires within {LOCK_TTL_MS // 1000} s")
-
