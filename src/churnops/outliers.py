@@ -97,7 +97,11 @@ class OutlierDetector:
     def score_matrix(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Anomaly scores of encoded rows (higher: more anomalous)."""
         depths = self.trees.sum_leaves(X)  # float32 inputs against float64 thresholds, as scikit-learn
-        return 2.0 ** (-depths / self.normaliser)
+        # the power is taken with the C library's scalar pow, as the one-row path does: numpy's vectorised
+        # power (AVX-512 on some machines) can differ in the last bit, and a row must score the same alone
+        # or in a batch
+        exponents = (-depths / self.normaliser).tolist()
+        return np.fromiter((2.0 ** e for e in exponents), dtype=np.float64, count=len(exponents))
 
     def outside_range(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Bool matrix (rows x numeric columns): value outside the widened reference range."""
@@ -117,7 +121,7 @@ class OutlierDetector:
     def score_encoded(self, X: np.ndarray) -> list[Anomaly]:  # noqa: N803
         """For rows already encoded by :attr:`encoder` (or an encoder with :meth:`same_encoding`)."""
         if X.shape[0] == 1:  # /predict: plain Python is cheaper than numpy's per-call cost on one row
-            score = float(2.0 ** (-float(self.trees.sum_leaves(X)[0]) / self.normaliser))
+            score = 2.0 ** (-float(self.trees.sum_leaves(X)[0]) / self.normaliser)
             values = X[0, :len(self.range_columns)].tolist()
             bounds = zip(self.range_columns, values, self._low, self._high, strict=True)
             cols = tuple(c for c, v, lo, hi in bounds if v < lo or v > hi)
