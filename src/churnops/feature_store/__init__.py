@@ -45,7 +45,8 @@ faster pushes) and is exact; `churnops features get ID` shows it decoded. Labels
 only the id and the schema's feature columns are read from the gold layer.
 
 Reads resolve the current version and fetch the customers in one server-side script (one round trip,
-atomic with respect to a version switch): :meth:`FeatureStore.get` and :meth:`FeatureStore.get_many`.
+atomic with respect to a version switch): :meth:`FeatureStore.get` and :meth:`FeatureStore.get_many`. They
+run on a connection each thread holds (:mod:`churnops.held_connections`), not through the client's pool.
 Every command has a timeout (``feature_store.*_timeout_s``); an unreachable Redis raises
 :class:`FeatureStoreUnavailable` quickly instead of hanging a request.
 
