@@ -1,6 +1,7 @@
 """Serving throughput under gunicorn, side by side with a constant-JSON endpoint, measured with wrk.
 
     .venv/bin/python benchmarks/bench_serving.py [--duration 10] [--connections 16] [--rounds 2]
+                                                 [--json F.json] [--plot F.png]
 
 What it does, all in one run on this machine:
 
@@ -298,6 +299,42 @@ def breakdown(settings: Any, body: dict[str, Any], n: int = 2000) -> dict[str, f
     return out
 
 
+# -- plot -------------------------------------------------------------------------------------------
+def plot_results(doc: dict[str, Any], path: Path) -> Path:
+    """Requests/s of every target, each round as a dot and the median as a bar, with the targets' lines
+    (0.7x and 0.6x of the same app's constant route)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = doc["runs"]
+    names = list(runs)
+    base = doc["summary"]["constant JSON (same app)"]["rps"]
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(names) + 1.6))
+    for y, name in enumerate(names):
+        median = doc["summary"][name]["rps"]
+        ax.barh(y, median, color="#4c72b0" if name.startswith("/predict") else "#aaaaaa")
+        ax.scatter([r["rps"] for r in runs[name]], [y] * len(runs[name]), color="black", s=12, zorder=3)
+        right = max(median, *(r["rps"] for r in runs[name]))
+        ax.text(right, y, f"  {median / base:.2f}x, p50 {doc['summary'][name]['p50_ms']:.1f} ms, "
+                          f"p99 {doc['summary'][name]['p99_ms']:.1f} ms", va="center", fontsize=8)
+    for ratio, style, align in ((0.7, "--", "left"), (0.6, ":", "right")):
+        ax.axvline(ratio * base, color="#c44e52", linestyle=style, linewidth=1)
+        ax.text(ratio * base, -0.6, f" {ratio}x constant ", color="#c44e52", fontsize=8, ha=align)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("requests/s (bar: median of the rounds; dots: each round)")
+    args = doc.get("args", {})
+    ax.set_title(f"churnops serve, gunicorn 2 sync workers, {os.cpu_count()} CPUs; "
+                 f"wrk -c{args.get('connections')} -d{args.get('duration')}s", fontsize=9)
+    ax.set_xlim(0, max(r["rps"] for rs in runs.values() for r in rs) * 1.5)
+    ax.set_ylim(len(names) - 0.5, -0.9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # -- main -------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -310,6 +347,7 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=500)
     parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw the results to this PNG")
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -403,10 +441,12 @@ def main() -> None:
           f"{'PASS' if by_id_ratio >= 0.6 else 'FAIL'}; the lookup alone allows at most "
           f"{summary['lookup by id + constant']['rps'] / base:.2f}, one bare-socket Redis round trip "
           f"{summary['raw Redis PING + constant']['rps'] / base:.2f}")
+    doc = {"summary": summary, "runs": runs, "breakdown_us": steps, "load_average": os.getloadavg(),
+           "args": {k: v for k, v in vars(args).items() if k not in ("json", "plot")}}
     if args.json:
-        doc = {"summary": summary, "runs": runs, "breakdown_us": steps, "load_average": os.getloadavg(),
-               "args": {k: v for k, v in vars(args).items() if k != "json"}}
         args.json.write_text(json.dumps(doc, indent=2))
+    if args.plot:
+        print(f"plot: {plot_results(doc, args.plot)}")
 
 
 if __name__ == "__main__":
