@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 import redis as redis_lib
+from fs_support import fail_third_chunk
 
 from churnops import feature_store as fs
-from churnops.feature_store import store as fs_store
 
 
 def keys(client: Any, pattern: str = "*") -> list[bytes]:
@@ -125,16 +125,7 @@ def test_a_failed_push_leaves_the_current_version_untouched(store: Any, gold: pd
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             record_of: Callable) -> None:
     v1 = store.push(gold).version
-    calls = {"n": 0}
-    real = fs.encode_hset_chunk
-
-    def failing(*args: Any, **kwargs: Any) -> bytes:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk on fire")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fs_store, "encode_hset_chunk", failing)  # where the push reads it
+    fail_third_chunk(monkeypatch, RuntimeError("disk on fire"))
     changed = gold.copy()
     changed["Customer_Age"] = 50
     with pytest.raises(RuntimeError, match="disk on fire"):

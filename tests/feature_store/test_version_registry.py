@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from fs_support import fail_third_chunk
 
 from churnops import feature_store as fs
 from churnops.feature_store import store as fs_store
@@ -89,16 +90,7 @@ def listed_ids(client: Any, version: str) -> list[str]:
 def kill_pushes_after_two_chunks(monkeypatch: pytest.MonkeyPatch, store: Any) -> None:
     """The next push dies while it writes: two chunks reach Redis, then the process is gone (its clean-up
     never runs)."""
-    calls = {"n": 0}
-    real = fs.encode_hset_chunk
-
-    def dying(*args: Any, **kwargs: Any) -> bytes:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Died()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fs_store, "encode_hset_chunk", dying)
+    fail_third_chunk(monkeypatch, Died())
     monkeypatch.setattr(store, "_cleanup_failed", lambda *args: None)
 
 
@@ -240,17 +232,8 @@ def test_a_removal_stopped_before_its_last_step_is_done_again_by_the_next_push(
 
 def test_a_failed_first_push_unregisters_its_version_and_the_next_push_walks_nothing(
         store: Any, gold: pd.DataFrame, walks: list, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"n": 0}
-    real = fs.encode_hset_chunk
-
-    def failing(*args: Any, **kwargs: Any) -> bytes:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("boom")
-        return real(*args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(fs_store, "encode_hset_chunk", failing)
+        fail_third_chunk(m, RuntimeError("boom"))
         with pytest.raises(RuntimeError, match="boom"):
             store.push(gold, version="broken")
     assert walks == []  # the failed push removed its own keys by name
