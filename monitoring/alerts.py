@@ -1,8 +1,10 @@
 """Alerts to on-call: channels, duplicate suppression, retries with backoff, and a durable outbox.
 
-Flow: :meth:`Alerter.raise_alert` records the alert and one delivery per active channel in the outbox
+Flow: :meth:`Alerter.raise_alert` records the alert and one delivery per configured channel in the outbox
 (SQLite, :mod:`monitoring.state`) in one transaction, unless the same alert (same fingerprint) was raised
-within the cooldown, then :meth:`Alerter.deliver_pending` sends what is due. A delivery is claimed under a
+within the cooldown, then :meth:`Alerter.deliver_pending` sends what is due. A channel whose URL variable is
+unset when the alert is raised gets its delivery all the same: it waits (``drift outbox`` says "channel not
+configured now") and goes out from the first run that finds the URL set. A delivery is claimed under a
 lease (so two processes never send the same one), retried ``attempts`` times with exponential backoff,
 and on failure waits in the outbox with a persisted, growing delay until a later run (the next check, or
 ``churnops drift deliver``) gets it through. It is marked delivered in the same process that got the 2xx,
@@ -176,18 +178,21 @@ class RaiseResult:
     alert_id: str
     accepted: bool  # False: a duplicate within the cooldown (suppressed)
     duplicate_of: str | None = None
-    channels: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)  # active now: delivered from this run on
+    waiting: list[str] = field(default_factory=list)  # configured without a URL: sent once it is set
 
 
 @dataclass
 class DeliveryReport:
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (alert_id, channel)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (alert_id, channel, error)
-    pending: int = 0  # still waiting in the outbox after this run
+    pending: int = 0  # still waiting in the outbox for an active channel after this run
+    in_flight: int = 0  # being sent right now by another process (it holds their lease)
+    unconfigured: dict[str, int] = field(default_factory=dict)  # channel without a URL now -> waiting
 
     def to_dict(self) -> dict[str, Any]:
         return {"delivered": len(self.delivered), "failed": [list(f) for f in self.failed],
-                "pending": self.pending}
+                "pending": self.pending, "in_flight": self.in_flight, "unconfigured": dict(self.unconfigured)}
 
 
 class Alerter:
@@ -196,6 +201,7 @@ class Alerter:
         self.state = state
         self.settings = alerts_settings
         self.channels, self.skipped = build_channels(alerts_settings, env)
+        self.configured = {c.name: c.type for c in alerts_settings.channels}
         self.clock, self.sleep = clock, sleep
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         for name, why in self.skipped.items():
@@ -228,13 +234,15 @@ class Alerter:
                        "VALUES (?,?,?,?,?,?)",
                        (alert.id, alert.fingerprint, alert.kind, alert.title, now,
                         json.dumps(alert.to_dict(), default=str)))
-            for ch in self.channels.values():
-                payload = json.dumps(PAYLOADS[ch.type](alert), default=str)
+            for name, kind in self.configured.items():  # active or not: a URL set later still gets it
+                payload = json.dumps(PAYLOADS[kind](alert), default=str)
                 db.execute("INSERT INTO deliveries (alert_id, channel, channel_type, payload, status, "
                            "next_attempt_at) VALUES (?,?,?,?, 'pending', ?)",
-                           (alert.id, ch.name, ch.type, payload, now))
-        log.info("alert.enqueued", alert_id=alert.id, channels=list(self.channels), title=alert.title)
-        return RaiseResult(alert.id, True, None, list(self.channels))
+                           (alert.id, name, kind, payload, now))
+        waiting = [name for name in self.configured if name not in self.channels]
+        log.info("alert.enqueued", alert_id=alert.id, channels=list(self.channels), waiting=waiting,
+                 title=alert.title)
+        return RaiseResult(alert.id, True, None, list(self.channels), waiting)
 
     # -- deliver ---------------------------------------------------------------------------------
     def _claim(self, now: float, lease_s: float) -> list[dict[str, Any]]:
@@ -279,7 +287,7 @@ class Alerter:
                 log.info("alert.delivered", alert_id=row["alert_id"], channel=channel.name)
             else:
                 report.failed.append((row["alert_id"], channel.name, error))
-        report.pending = self.count_pending()
+        report.pending, report.in_flight, report.unconfigured = self._outstanding()
         return report
 
     def _finish(self, row: dict[str, Any], attempts: int, error: str | None) -> None:
@@ -300,8 +308,26 @@ class Alerter:
 
     # -- inspection ------------------------------------------------------------------------------
     def count_pending(self) -> int:
+        """Deliveries waiting for an active channel and not being sent by another process right now."""
+        return self._outstanding()[0]
+
+    def _outstanding(self) -> tuple[int, int, dict[str, int]]:
+        """(waiting for an active channel, leased by another live process, channel without a URL -> count)."""
         with self.state.read() as db:
-            return int(db.execute("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").fetchone()[0])
+            rows = db.execute(
+                "SELECT channel, (lease_until IS NOT NULL AND lease_until >= ? AND lease_owner != ?) "
+                "AS elsewhere, COUNT(*) AS n FROM deliveries WHERE status = 'pending' "
+                "GROUP BY channel, elsewhere", (self.clock(), self.owner)).fetchall()
+        pending = in_flight = 0
+        unconfigured: dict[str, int] = {}
+        for r in rows:
+            if r["channel"] not in self.channels:
+                unconfigured[r["channel"]] = unconfigured.get(r["channel"], 0) + int(r["n"])
+            elif r["elsewhere"]:
+                in_flight += int(r["n"])
+            else:
+                pending += int(r["n"])
+        return pending, in_flight, unconfigured
 
     def outbox(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return list_outbox(self.state, status, limit, set(self.channels))

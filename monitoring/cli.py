@@ -2,8 +2,9 @@
 
 Exit codes of ``drift check``: 0 no drift, 3 drift, 4 not enough data, 5 drift found but the retraining
 trigger failed (reports are written and the alert is queued), 1 any other error (bad input, no champion,
-unreadable prediction log), 2 bad usage. ``drift deliver``: 0 when the outbox is empty afterwards, 5 when
-alerts still wait for a receiver.
+unreadable prediction log), 2 bad usage. ``drift deliver``: 0 when nothing is left for a configured receiver
+(or what is left is being delivered by another process right now), 5 when alerts still wait for a receiver
+that failed.
 """
 
 from __future__ import annotations
@@ -94,7 +95,11 @@ def _one_line(outcome: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the delivery report as JSON.")
 @pass_app
 def drift_deliver(app: AppContext, as_json: bool) -> None:
-    """Send the alerts waiting in the outbox. Exit 0 when none is left, 5 when some still wait."""
+    """Send the alerts waiting in the outbox.
+
+    Exit 0 when none is left for a configured channel (alerts another `drift deliver` is sending right now
+    count as handled), 5 when some still wait for a receiver that failed.
+    """
     from monitoring.alerts import Alerter
 
     alerter = Alerter.from_settings(app.settings)
@@ -106,6 +111,11 @@ def drift_deliver(app: AppContext, as_json: bool) -> None:
                    f"pending {report.pending}")
         for alert_id, channel, error in report.failed:
             click.echo(f"  {alert_id} -> {channel}: {error}")
+        if report.in_flight:
+            click.echo(f"  {report.in_flight} already being delivered by another process")
+        for channel, n in report.unconfigured.items():
+            why = alerter.skipped.get(channel, "not in monitoring.alerts.channels")
+            click.echo(f"  {n} waiting for channel {channel} ({why})")
     if report.pending:
         sys.exit(EXIT_ACTION_FAILED)
 

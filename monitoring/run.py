@@ -106,6 +106,8 @@ def _alert(settings: Settings, result: DriftResult, html_path: Path) -> dict[str
     out: dict[str, Any] = {"alert_id": raised.alert_id, "status": status}
     if raised.accepted:
         out["channels"] = raised.channels
+        if raised.waiting:
+            out["waiting_channels"] = raised.waiting  # delivered once their URL is set
     else:
         out["duplicate_of"] = raised.duplicate_of
     if alerter.skipped:

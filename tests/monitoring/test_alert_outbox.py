@@ -4,6 +4,7 @@ duplicates suppressed within the cooldown, retries with exponential backoff, pay
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -150,3 +151,52 @@ def test_pending_delivery_goes_out_once_its_channel_url_is_configured(state, rec
     clock = Clock(now=10**10)  # long after the backoff
     report = Alerter(state, cfg, env={"HOOK_URL": receiver.url}, clock=clock).deliver_pending()
     assert len(report.delivered) == 1 and len(receiver.requests) == 1
+
+
+def test_alert_queued_while_the_channel_url_is_unset_goes_out_once_it_is_set(state, receiver):
+    receiver.start()
+    cfg = settings_for({"name": "log", "type": "log"},
+                       {"name": "hook", "type": "webhook", "url_env": "HOOK_URL"})
+    raised, report = Alerter(state, cfg, env={}).raise_alert(make_alert())
+    assert raised.channels == ["log"] and raised.waiting == ["hook"]
+    assert report.pending == 0 and report.unconfigured == {"hook": 1}  # nothing failed: it waits for a URL
+    (row,) = [r for r in list_outbox(state, active_channels={"log"}) if r["channel"] == "hook"]
+    assert row["status"] == "pending" and not row["channel_active"]
+
+    # The same alert raised again within the cooldown is suppressed, and still nothing is lost.
+    again, _ = Alerter(state, cfg, env={}).raise_alert(make_alert())
+    assert not again.accepted and receiver.requests == []
+
+    later = Alerter(state, cfg, env={"HOOK_URL": receiver.url + "/hook"}).deliver_pending()
+    assert later.delivered == [(raised.alert_id, "hook")] and later.unconfigured == {}
+    (body,) = receiver.bodies("/hook")
+    assert body["idempotency_key"] == raised.alert_id
+    assert Alerter(state, cfg, env={"HOOK_URL": receiver.url + "/hook"}).deliver_pending().delivered == []
+    assert len(receiver.requests) == 1
+
+
+def test_a_delivery_another_process_is_sending_counts_as_in_flight_not_pending(state, receiver):
+    release = threading.Event()
+
+    def slow(_r, _method, _path, _headers, _body):
+        release.wait(30)
+        return 200, {"ok": True}
+
+    receiver.handler = slow
+    receiver.start()
+    cfg = settings_for({"name": "hook", "type": "webhook", "url_env": "HOOK_URL"})
+    env = {"HOOK_URL": receiver.url}
+    Alerter(state, cfg, env=env).enqueue(make_alert())
+    first = threading.Thread(target=Alerter(state, cfg, env=env).deliver_pending)
+    first.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert receiver.requests, "the first deliverer never reached the receiver"
+        second = Alerter(state, cfg, env=env).deliver_pending()
+        assert second.delivered == [] and second.pending == 0 and second.in_flight == 1
+    finally:
+        release.set()
+        first.join(30)
+    assert len(receiver.requests) == 1 and list_outbox(state)[0]["status"] == "delivered"

@@ -124,7 +124,9 @@ def test_alert_waits_in_the_outbox_until_deliver_finds_the_receiver_up(monitorin
     assert "delivered 1" in up.output
     assert run(home, "deliver").exit_code == 0
     assert len(receiver.requests) == 1
-    assert json.loads(run(home, "outbox", "--json").stdout)[0]["status"] == "delivered"
+    rows = {r["channel"]: r for r in json.loads(run(home, "outbox", "--json").stdout)}
+    assert rows["webhook"]["status"] == "delivered"
+    assert rows["slack"]["status"] == "pending" and not rows["slack"]["channel_active"]  # waits for its URL
 
 
 def test_window_from_the_redis_prediction_log(monitoring_home, make_table, redis_url, monkeypatch, schema):
@@ -205,3 +207,70 @@ def test_conflicting_window_options_are_a_usage_error(monitoring_home):
     home = monitoring_home()
     result = run(home, "check", "--current", str(home / "same.parquet"), "--last-n", "10")
     assert result.exit_code == 2 and "--last-n" in result.output
+
+
+def test_alert_raised_while_the_webhook_url_is_unset_reaches_it_once_the_url_is_set(monitoring_home, receiver,
+                                                                                     monkeypatch):
+    for var in ("CHURNOPS_ALERT_WEBHOOK_URL", "CHURNOPS_SLACK_WEBHOOK_URL", "CHURNOPS_ALERTMANAGER_URL"):
+        monkeypatch.delenv(var, raising=False)
+    home = monitoring_home({"monitoring": {"retrain": {"enabled": False}}})
+    args = ["check", "--reference", str(home / "reference.parquet"), "--current", str(home / "drifted.parquet")]
+    first = run(home, *args)
+    assert first.exit_code == 3, first.output
+    doc = json.loads((home / "reports" / "drift" / "drift.json").read_text())
+    assert doc["actions"]["alert"]["waiting_channels"] == ["webhook", "slack", "alertmanager"]
+    waiting = run(home, "deliver")
+    assert waiting.exit_code == 0, waiting.output  # nothing failed: the channels have no URL yet
+    assert "waiting for channel webhook (set CHURNOPS_ALERT_WEBHOOK_URL to enable it)" in waiting.output
+    assert "channel not configured now" in run(home, "outbox", "--status", "pending").output
+
+    receiver.start()
+    monkeypatch.setenv("CHURNOPS_ALERT_WEBHOOK_URL", receiver.url + "/hook")
+    again = run(home, *args)  # the rerun is suppressed as a duplicate, but the waiting delivery goes out
+    assert again.exit_code == 3
+    assert json.loads((home / "reports" / "drift" / "drift.json").read_text())["actions"]["alert"][
+        "status"] == "suppressed"
+    (alert,) = receiver.bodies("/hook")
+    assert alert["details"]["drifted_features"] == ["Total_Trans_Amt"]
+    assert run(home, "deliver").exit_code == 0 and len(receiver.requests) == 1
+
+
+def test_second_deliver_racing_the_first_exits_0_saying_already_being_delivered(monitoring_home, receiver,
+                                                                                monkeypatch):
+    import threading
+
+    from churnops.settings import load_settings
+    from monitoring.alerts import Alert, Alerter
+
+    release = threading.Event()
+
+    def slow(_r, _method, _path, _headers, _body):
+        release.wait(60)
+        return 200, {"ok": True}
+
+    receiver.handler = slow
+    receiver.start()
+    monkeypatch.setenv("CHURNOPS_ALERT_WEBHOOK_URL", receiver.url + "/hook")
+    for var in ("CHURNOPS_SLACK_WEBHOOK_URL", "CHURNOPS_ALERTMANAGER_URL"):
+        monkeypatch.delenv(var, raising=False)
+    home = monitoring_home({"monitoring": {"retrain": {"enabled": False},
+                                           "alerts": {"channels": [
+                                               {"name": "webhook", "type": "webhook",
+                                                "url_env": "CHURNOPS_ALERT_WEBHOOK_URL"}]}}})
+    settings = load_settings(home=home)
+    Alerter.from_settings(settings).enqueue(Alert(kind="drift", title="t", summary="s", fingerprint="f"))
+    first = threading.Thread(target=Alerter.from_settings(settings).deliver_pending)
+    first.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert receiver.requests, "the first deliver never reached the receiver"
+        second = run(home, "deliver")
+        assert second.exit_code == 0, second.output
+        assert "1 already being delivered by another process" in second.output
+    finally:
+        release.set()
+        first.join(60)
+    assert len(receiver.requests) == 1
+    assert json.loads(run(home, "outbox", "--json").stdout)[0]["status"] == "delivered"
