@@ -214,7 +214,8 @@ def test_alert_raised_while_the_webhook_url_is_unset_reaches_it_once_the_url_is_
     for var in ("CHURNOPS_ALERT_WEBHOOK_URL", "CHURNOPS_SLACK_WEBHOOK_URL", "CHURNOPS_ALERTMANAGER_URL"):
         monkeypatch.delenv(var, raising=False)
     home = monitoring_home({"monitoring": {"retrain": {"enabled": False}}})
-    args = ["check", "--reference", str(home / "reference.parquet"), "--current", str(home / "drifted.parquet")]
+    args = ["check", "--reference", str(home / "reference.parquet"),
+            "--current", str(home / "drifted.parquet")]
     first = run(home, *args)
     assert first.exit_code == 3, first.output
     doc = json.loads((home / "reports" / "drift" / "drift.json").read_text())
