@@ -39,8 +39,9 @@ def summarise_report(report: dict) -> str:
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         lines.append(f"  {name:<20} {shown}")
     decision = report.get("promotion") or {}
-    lines.append(f"promotion: {'PROMOTED' if decision.get('promoted') else 'kept current champion'}"
-                 f" - {decision.get('reason', '')}")
+    verdict = {"promoted": "PROMOTED", "undecided": "UNDECIDED (kept current champion)"}.get(
+        decision.get("decision") or ("promoted" if decision.get("promoted") else ""), "kept current champion")
+    lines.append(f"promotion: {verdict} - {decision.get('reason', '')}")
     return "\n".join(lines)
 
 

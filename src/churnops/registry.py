@@ -11,10 +11,15 @@ and ``metric.<name>`` for each hold-out metric (set by :func:`register`), ``prev
 version it replaced when it became champion) and ``promotion.*`` / ``rollback.*`` decision records.
 
 The promotion gate (:func:`promote`) re-scores the current champion's model on the *current* hold-out
-and compares ``register.metric`` with the challenger's score on the same rows: the challenger is promoted
-only if it wins by at least ``register.promotion_margin``; with no champion yet it is promoted; if the
-champion cannot score the current data (the schema changed) it is promoted with that reason. The decision
-is returned, logged and recorded as tags on the challenger version and the training's parent run.
+and compares ``register.metric`` with the challenger's score on the same rows, pairwise
+(:mod:`churnops.models.comparison`: DeLong's test for ROC-AUC, a paired bootstrap otherwise): the challenger
+is promoted only if its gain is at least ``register.promotion_margin`` and significant (the
+``1 - register.significance`` confidence interval of the difference lies above zero). With fewer than
+``register.min_positives`` positives (or negatives) in the hold-out the gate refuses to decide and the
+champion stays. With no champion yet the challenger is promoted; if the champion cannot score the current
+data (the schema changed) it is promoted with that reason. The decision (``promoted``, ``kept`` or
+``undecided``, with the difference, its interval and p-value) is returned, logged and recorded as tags on the
+challenger version and the training's parent run.
 
 Loading resolves ``@champion`` to a version once and then loads ``models:/<name>/<version>``, so an alias
 that moves meanwhile cannot mix versions.
@@ -73,6 +78,9 @@ class PromotionDecision:
     champion_version: str | None  # the champion when the gate ran (None: there was none)
     champion_score: float | None  # None: no champion, or it could not score the current hold-out
     rows: int  # hold-out rows both were scored on
+    decision: str = "kept"  # "promoted", "kept" (the champion stays) or "undecided" (too few positives)
+    positives: int | None = None  # hold-out rows of the positive class
+    comparison: dict[str, Any] | None = None  # PairedComparison.to_dict(): difference, ci, p-value, method
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -371,11 +379,13 @@ def load_outlier_detector(settings: Settings, version: str, run_id: str | None =
 
 
 # -- the promotion gate --------------------------------------------------------------------------
-def _score(model: ChampionModel, X: pd.DataFrame, y: np.ndarray, metric: str) -> float:  # noqa: N803
+def _score(model: ChampionModel, X: pd.DataFrame, y: np.ndarray, metric: str  # noqa: N803
+           ) -> tuple[float, np.ndarray]:
+    """(the hold-out metric, the probabilities it was computed from)."""
     from churnops.models.evaluation import classification_metrics
 
     proba = model.scorer.predict_proba_frame(X)
-    return classification_metrics(y, proba, model.threshold)[metric]
+    return classification_metrics(y, proba, model.threshold)[metric], proba
 
 
 def evaluate_gate(settings: Settings, challenger_version: str, test_df: pd.DataFrame) -> PromotionDecision:
@@ -390,38 +400,58 @@ def evaluate_gate(settings: Settings, challenger_version: str, test_df: pd.DataF
     metric = metric_key(cfg.metric)
     X, y = split_features(test_df, settings.schema, source="hold-out for the promotion gate")  # noqa: N806
     challenger = load_version(settings, challenger_version)
-    challenger_score = _score(challenger, X, y, metric)
+    challenger_score, challenger_proba = _score(challenger, X, y, metric)
     champion = champion_version(settings)
     common = {"metric": metric, "margin": cfg.promotion_margin, "challenger_version": challenger.version,
               "challenger_score": challenger_score, "champion_version": champion, "rows": len(X)}
     if champion is None:
-        return PromotionDecision(promoted=True, champion_score=None,
+        return PromotionDecision(promoted=True, champion_score=None, decision="promoted",
                                  reason="no champion yet: the first model becomes champion", **common)
     if champion == challenger.version:
         return PromotionDecision(promoted=False, champion_score=challenger_score,
                                  reason=f"version {champion} already is the champion", **common)
     current = load_version(settings, champion)
     try:
-        champion_score = _score(current, X, y, metric)
+        champion_score, champion_proba = _score(current, X, y, metric)
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         return PromotionDecision(
-            promoted=True, champion_score=None,
+            promoted=True, champion_score=None, decision="promoted",
             reason=(f"champion v{champion} cannot score the current hold-out "
                     f"(schema changed?): {type(exc).__name__}: {exc}"),
             **common,
         )
+    positives, negatives = int(np.sum(y == 1)), int(np.sum(y == 0))
+    common["positives"] = positives
+    if min(positives, negatives) < cfg.min_positives:
+        return PromotionDecision(
+            promoted=False, champion_score=champion_score, decision="undecided",
+            reason=(f"undecided: the hold-out has {positives} positive and {negatives} negative rows, fewer "
+                    f"than register.min_positives {cfg.min_positives} of a class: too few to tell "
+                    f"challenger v{challenger.version} ({challenger_score:.5f}) from champion v{champion} "
+                    f"({champion_score:.5f}) on {metric}; the champion stays (retrain on more data)"),
+            **common)
+    from churnops.models.comparison import compare_paired
+
+    cmp = compare_paired(np.asarray(y), challenger_proba, champion_proba, metric,
+                         thresholds=(challenger.threshold, current.threshold), level=cfg.significance,
+                         rounds=cfg.bootstrap_rounds, seed=settings.params.train.seed)
     gain = challenger_score - champion_score
-    if gain > 0 and gain >= cfg.promotion_margin:
-        reason = (f"challenger v{challenger.version} beats champion v{champion} on hold-out {metric}: "
-                  f"{challenger_score:.5f} vs {champion_score:.5f} "
-                  f"(+{gain:.5f} >= margin {cfg.promotion_margin})")
+    confidence = f"{1 - cfg.significance:.0%}"
+    evidence = (f"{metric} {challenger_score:.5f} vs {champion_score:.5f}, difference {gain:+.5f}, "
+                f"{confidence} CI [{cmp.ci_low:+.5f}, {cmp.ci_high:+.5f}], p = {cmp.p_value:.3g} "
+                f"({cmp.method}, {positives} positives)")
+    if cmp.significant and gain >= cfg.promotion_margin:
+        reason = (f"challenger v{challenger.version} beats champion v{champion} on the hold-out: {evidence}; "
+                  f"significant and >= margin {cfg.promotion_margin}")
         promoted = True
     else:
-        reason = (f"challenger v{challenger.version} does not beat champion v{champion} on hold-out {metric} "
-                  f"by the margin {cfg.promotion_margin}: {challenger_score:.5f} vs {champion_score:.5f} "
-                  f"({gain:+.5f})")
+        why = ("the gain is within the hold-out's noise (the interval reaches 0)" if not cmp.significant
+               else f"the gain is below the margin {cfg.promotion_margin}")
+        reason = (f"challenger v{challenger.version} does not beat champion v{champion} on the hold-out: "
+                  f"{evidence}; {why}")
         promoted = False
-    return PromotionDecision(promoted=promoted, champion_score=champion_score, reason=reason, **common)
+    return PromotionDecision(promoted=promoted, champion_score=champion_score, reason=reason,
+                             decision="promoted" if promoted else "kept", comparison=cmp.to_dict(), **common)
 
 
 def _record_decision(client: MlflowClient, name: str, decision: PromotionDecision,
@@ -434,7 +464,14 @@ def _record_decision(client: MlflowClient, name: str, decision: PromotionDecisio
         "promotion.champion_version": decision.champion_version or "",
         "promotion.champion_score": "" if decision.champion_score is None else repr(decision.champion_score),
         "promotion.decided_at": _now(),
+        "promotion.decision": decision.decision,
     }
+    for key, value in (decision.comparison or {}).items():
+        tags[f"promotion.{key}"] = repr(value) if isinstance(value, float) else str(value)
+    stale = [k for k in _version(client, name, decision.challenger_version).tags or {}
+             if k.startswith("promotion.") and k not in tags]  # an earlier decision's comparison
+    for key in stale:
+        client.delete_model_version_tag(name, decision.challenger_version, key)
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.challenger_version, key, value)
     if parent_run_id:

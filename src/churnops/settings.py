@@ -170,7 +170,10 @@ class EvaluateSettings(_Strict):
 class RegisterSettings(_Strict):
     model_name: str = "churn-classifier"
     metric: Literal["roc_auc", "average_precision", "f1"] = "roc_auc"
-    promotion_margin: float = Field(0.001, ge=0)
+    promotion_margin: float = Field(0.001, ge=0)  # the smallest gain worth a new champion
+    significance: float = Field(0.05, gt=0, lt=0.5)  # the gain's (1 - significance) interval must exceed 0
+    min_positives: int = Field(30, ge=1)  # fewer hold-out rows of either class: the gate refuses to decide
+    bootstrap_rounds: int = Field(1000, ge=100)  # paired bootstrap (metrics other than roc_auc)
 
 
 class RiskLevels(_Strict):

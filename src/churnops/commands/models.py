@@ -20,6 +20,17 @@ def _fmt(value: Any) -> str:
     return "-" if value in (None, "") else str(value)
 
 
+def gate_summary(promotion: dict[str, Any]) -> str:
+    """The promotion gate's decision on a version, from its ``promotion.*`` tags:
+    ``kept +0.00120 [-0.00410, +0.00650] p=0.69`` (difference, confidence interval, p-value)."""
+    decision = promotion.get("decision") or {"true": "promoted", "false": "kept"}.get(
+        promotion.get("promoted", ""), "-")
+    if promotion.get("difference") in (None, ""):
+        return decision
+    diff, low, high = (float(promotion[k]) for k in ("difference", "ci_low", "ci_high"))
+    return f"{decision} {diff:+.5f} [{low:+.5f}, {high:+.5f}] p={float(promotion['p_value']):.3g}"
+
+
 @models.command("champion")
 @click.option("--json", "as_json", is_flag=True, help="Print the champion as JSON.")
 @pass_app
@@ -45,7 +56,8 @@ def models_champion(app: AppContext, as_json: bool) -> None:
     for name, value in info["metrics"].items():
         click.echo(f"    {name:<16} {value:.4f}")
     if info["promotion"].get("reason"):
-        click.echo(f"  promotion: {info['promotion']['reason']}")
+        click.echo(f"  promotion: {gate_summary(info['promotion'])}")
+        click.echo(f"    {info['promotion']['reason']}")
 
 
 @models.command("list")
@@ -67,13 +79,13 @@ def models_list(app: AppContext, as_json: bool) -> None:
         return
     metric = metric_key(settings.params.register_.metric)
     header = (f"{'version':>7}  {'aliases':<28} {'candidate':<20} {metric:>9} {'threshold':>9}  "
-              f"{'data_version':<34} registered_at")
+              f"{'data_version':<34} {'registered_at':<25} gate (vs champion then: difference, CI, p)")
     click.echo(header)
     for v in versions:
         click.echo(
             f"{v['version']:>7}  {','.join(v['aliases']) or '-':<28} {_fmt(v['candidate']):<20} "
             f"{_fmt(v['metrics'].get(metric)):>9} {_fmt(v['threshold']):>9}  {_fmt(v['data_version']):<34} "
-            f"{_fmt(v['registered_at'])}"
+            f"{_fmt(v['registered_at']):<25} {gate_summary(v['promotion'])}"
         )
 
 
