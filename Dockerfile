@@ -54,9 +54,10 @@ LABEL org.opencontainers.image.title="churnops" \
       org.opencontainers.image.revision="${GIT_COMMIT}"
 
 # tini: PID 1. git: DVC and the pipeline call it (a workspace without .git is handled with core.no_scm).
+# nginx-light: `churnops serve` runs it in front of gunicorn's workers (serving/front.py: slow clients).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git tini \
+ && apt-get install -y --no-install-recommends git tini nginx-light \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 churnops \
  && useradd --system --uid 10001 --gid churnops --create-home --home-dir /home/churnops \

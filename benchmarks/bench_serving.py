@@ -1,6 +1,7 @@
 """Serving throughput under gunicorn, side by side with a constant-JSON endpoint, measured with wrk.
 
     .venv/bin/python benchmarks/bench_serving.py [--duration 10] [--connections 16] [--rounds 2]
+                                                 [--slow-clients 200] [--mlflow]
                                                  [--json F.json] [--plot F.png]
 
 What it does, all in one run on this machine:
@@ -19,7 +20,16 @@ What it does, all in one run on this machine:
 4. runs wrk (``-t2 -c16 --latency``) against each target in turn, ``--rounds`` times interleaved, and keeps
    each target's median round: requests/s, p50, p99.
 
+5. with ``--slow-clients N`` (issue 17), each round then runs /predict (full payload) and /health again while
+   N connections trickle their headers or bodies one byte at a time (reconnecting when dropped, as a
+   slowloris attack does), and reports the workers killed during the run (gunicorn's ``WORKER TIMEOUT``
+   and the master's children);
+6. with ``--mlflow``, the same champion behind ``mlflow models serve`` (2 uvicorn workers,
+   ``--env-manager local``), ``POST /invocations`` with the same customer, in the same rounds.
+
 Targets (issue 3): full-payload /predict >= 0.7x the constant endpoint, by customer id >= 0.6x.
+Issue 17: under N slow clients /health and /predict p99 < 50 ms and >= 0.8x their idle throughput, no worker
+killed; /predict well ahead of ``mlflow models serve``.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -199,6 +210,73 @@ def stop(proc: subprocess.Popen) -> None:
     stop_process_group(proc)
 
 
+# -- slow clients -----------------------------------------------------------------------------------
+class SlowClients:
+    """`n` connections that trickle a request one byte every `interval_s` (half of them headers, half a
+    declared body) and reconnect whenever the server drops them, as a slowloris attack does."""
+
+    def __init__(self, host: str, port: int, n: int, interval_s: float = 0.5) -> None:
+        self.address = (host, port)
+        self.n = n
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.reconnects = 0
+        self.thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
+
+    def _open(self, i: int) -> socket.socket | None:
+        try:
+            sock = socket.create_connection(self.address, timeout=5)
+            if i % 2:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+            else:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100000\r\n\r\n{")
+            return sock
+        except OSError:
+            return None
+
+    def _run(self) -> None:
+        socks = [self._open(i) for i in range(self.n)]
+        while not self.stop.wait(self.interval_s):
+            for i, sock in enumerate(socks):
+                try:
+                    if sock is None:
+                        raise OSError("not connected")
+                    sock.send(b"X" if i % 2 else b" ")
+                except OSError:
+                    if sock is not None:
+                        sock.close()
+                    self.reconnects += 1
+                    socks[i] = self._open(i)
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+
+    def __enter__(self) -> SlowClients:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def children(master_pid: int) -> set[int]:
+    return {int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()}
+
+
+def start_mlflow_serve(settings: Any, log: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow models serve` on the same @champion, 2 workers, this environment."""
+    port = free_port()
+    uri = f"models:/{settings.params.register_.model_name}@champion"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri,
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=settings.home, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 # -- wrk --------------------------------------------------------------------------------------------
 def lua_static(path: Path, body: dict[str, Any]) -> Path:
     text = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
@@ -245,11 +323,12 @@ def worker_cpu_s(master_pid: int) -> float:
     return total
 
 
-def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int,
+def run_wrk(url: str, script: Path | None, duration: int, connections: int, threads: int,
             master_pid: int | None = None) -> dict[str, float]:
     cpu0 = worker_cpu_s(master_pid) if master_pid else 0.0
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
-                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+                          *(["-s", str(script)] if script else []), url],
+                         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -348,6 +427,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--plot", type=Path, default=None, help="also draw the results to this PNG")
+    parser.add_argument("--slow-clients", type=int, default=0,
+                        help="also measure /predict and /health while this many slow clients trickle")
+    parser.add_argument("--mlflow", action="store_true", help="also measure `mlflow models serve`")
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -382,7 +464,7 @@ def main() -> None:
         body = example_request(settings)
         static = lua_static(root / "full.lua", body)
         by_id = lua_ids(root / "ids.lua", ids[:2000])
-        targets = {
+        targets: dict[str, tuple[str, Path | None, int]] = {
             "constant JSON (same app)": (app_url + "/bench/constant", static, app_proc.pid),
             "/predict full payload": (app_url + "/predict", static, app_proc.pid),
             "/predict by customer_id": (app_url + "/predict", by_id, app_proc.pid),
@@ -391,25 +473,61 @@ def main() -> None:
             "raw Redis PING + constant": (app_url + "/bench/ping-constant", static, app_proc.pid),
             "constant JSON (bare Flask)": (bare_url + "/bench/constant", static, bare_proc.pid),
         }
+        if args.slow_clients:
+            targets["/health"] = (app_url + "/health", None, app_proc.pid)
+        if args.mlflow:
+            mlflow_proc, mlflow_url = start_mlflow_serve(settings, root / "mlflow.log")
+            servers.append(mlflow_proc)
+            wait_http(mlflow_url + "/ping", 300, mlflow_proc, root / "mlflow.log")
+            schema = settings.schema
+            record = {col: body[schema.api_field(col)] for col in schema.feature_columns}
+            mlflow_script = lua_static(root / "mlflow.lua", {"dataframe_records": [record]})
+            targets["mlflow models serve /invocations"] = (mlflow_url + "/invocations", mlflow_script, 0)
         import requests
 
         for name, (url, _, _) in targets.items():  # warm up every route and check it answers 200
-            payload = body if "id" not in name else {"customer_id": ids[0]}
-            response = requests.post(url, json=payload, timeout=10)
+            if name == "/health":
+                response = requests.get(url, timeout=10)
+            elif name.startswith("mlflow"):
+                response = requests.post(url, json={"dataframe_records": [record]}, timeout=60)
+            else:
+                payload = body if "id" not in name else {"customer_id": ids[0]}
+                response = requests.post(url, json=payload, timeout=10)
             if response.status_code != 200:
                 raise SystemExit(f"{name}: {response.status_code} {response.text[:300]}")
+        slow_names = ["/predict full payload", "/health"] if args.slow_clients else []
+        workers_before = children(app_proc.pid)
+        slow_reconnects = 0
         steps = breakdown(settings, body)
         for name, us in steps.items():
             if name != "trees":
                 print(f"in-process: {name:<42} {us:8.1f} us", flush=True)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        runs.update({f"{name} | {args.slow_clients} slow clients": [] for name in slow_names})
+        load: list[tuple[float, float, float]] = []
         for r in range(args.rounds):
+            load.append(os.getloadavg())
             for name, (url, script, pid) in targets.items():
-                result = run_wrk(url, script, args.duration, args.connections, args.threads, pid)
+                result = run_wrk(url, script, args.duration, args.connections, args.threads, pid or None)
                 runs[name].append(result)
                 print(f"round {r + 1} {name:<28} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms"
                       f"  p99 {result['p99_ms']:6.2f} ms  worker CPU {result['worker_cpu_us']:6.0f} us/req  "
                       f"non-2xx {result['non_2xx']} {result['socket_errors']}", flush=True)
+            if not slow_names:
+                continue
+            port = int(urlsplit(app_url).port)
+            with SlowClients("127.0.0.1", port, args.slow_clients) as slow:
+                time.sleep(2)  # every slow connection open and trickling
+                for name in slow_names:
+                    url, script, pid = targets[name]
+                    result = run_wrk(url, script, args.duration, args.connections, args.threads, pid)
+                    runs[f"{name} | {args.slow_clients} slow clients"].append(result)
+                    print(f"round {r + 1} {name:<14} + {args.slow_clients} slow clients {result['rps']:8.0f} "
+                          f"req/s  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+                          f"non-2xx {result['non_2xx']} {result['socket_errors']}", flush=True)
+            slow_reconnects += slow.reconnects
+        workers_after = children(app_proc.pid)
+        worker_timeouts = (root / "app.log").read_text(errors="replace").count("WORKER TIMEOUT")
     finally:
         for proc in servers:
             stop(proc)
@@ -429,10 +547,10 @@ def main() -> None:
     print(f"\nmedian of {args.rounds} rounds, wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
           f"gunicorn workers={settings.params.serving.workers} threads={settings.params.serving.threads}, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'target':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs const':>10}{'vs bare':>9}"
+    print(f"{'target':<44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'vs const':>10}{'vs bare':>9}"
           f"{'CPU us/req':>12}")
     for name, s in summary.items():
-        print(f"{name:<30}{s['rps']:9.0f}{s['p50_ms']:9.2f}{s['p99_ms']:9.2f}{s['rps'] / base:10.2f}"
+        print(f"{name:<44}{s['rps']:9.0f}{s['p50_ms']:9.2f}{s['p99_ms']:9.2f}{s['rps'] / base:10.2f}"
               f"{s['rps'] / bare:9.2f}{s['worker_cpu_us']:12.0f}")
     full = summary["/predict full payload"]["rps"] / base
     by_id_ratio = summary["/predict by customer_id"]["rps"] / base
@@ -441,8 +559,25 @@ def main() -> None:
           f"{'PASS' if by_id_ratio >= 0.6 else 'FAIL'}; the lookup alone allows at most "
           f"{summary['lookup by id + constant']['rps'] / base:.2f}, one bare-socket Redis round trip "
           f"{summary['raw Redis PING + constant']['rps'] / base:.2f}")
+    for name in slow_names:
+        slow = summary[f"{name} | {args.slow_clients} slow clients"]
+        idle = summary[name]
+        print(f"{name} with {args.slow_clients} slow clients: {slow['rps'] / idle['rps']:.2f}x its idle "
+              f"req/s (target >= 0.8), p99 {slow['p99_ms']:.1f} ms (target < 50): "
+              f"{'PASS' if slow['rps'] >= 0.8 * idle['rps'] and slow['p99_ms'] < 50 else 'FAIL'}")
+    if slow_names:
+        print(f"workers killed: {worker_timeouts} WORKER TIMEOUT, master's children "
+              f"{'unchanged' if workers_after == workers_before else 'changed'}; slow connections dropped by "
+              f"the server and reopened: {slow_reconnects}")
+    if args.mlflow:
+        lead = summary["/predict full payload"]["rps"] / summary["mlflow models serve /invocations"]["rps"]
+        print(f"/predict full payload vs mlflow models serve: {lead:.1f}x the requests/s")
     doc = {"summary": summary, "runs": runs, "breakdown_us": steps, "load_average": os.getloadavg(),
+           "load_average_per_round": load,
            "args": {k: v for k, v in vars(args).items() if k not in ("json", "plot")}}
+    if slow_names:
+        doc["slow_clients"] = {"worker_timeouts": worker_timeouts, "reconnects": slow_reconnects,
+                               "workers_unchanged": workers_after == workers_before}
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
     if args.plot:

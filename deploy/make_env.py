@@ -3,7 +3,7 @@
     python3 deploy/make_env.py > .env          # standard library only: any Python 3.8+
     python3 deploy/make_env.py --example path/to/.env.example
 
-Secrets are the empty variables whose names contain PASSWORD, SECRET or FERNET_KEY. Passwords are
+Secrets are the empty variables whose names contain PASSWORD, SECRET, FERNET_KEY or TOKENS. Passwords are
 URL-safe (they sit inside connection URLs); AIRFLOW_FERNET_KEY is a valid Fernet key (urlsafe base64 of
 32 random bytes). Non-secret values and comments are copied unchanged; a secret that already has a value
 is kept. Nothing is written to disk by this script: redirect its output.
@@ -19,7 +19,7 @@ import secrets
 import sys
 from pathlib import Path
 
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET_KEY")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET_KEY|TOKENS")
 ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
 
 

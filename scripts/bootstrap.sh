@@ -22,6 +22,19 @@ if [ ! -d .venv/lib/python3.11/site-packages/mlflow/__pycache__ ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 
+# nginx buffers slow clients before `churnops serve`'s workers (serving/front.py); wrk drives the serving
+# benchmark. Installed where missing when apt-get can (root), as Debian packages.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] || ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing nginx-light and wrk (apt-get)"
+    (apt-get install -y --no-install-recommends nginx-light wrk >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends nginx-light wrk >/dev/null 2>&1; }) \
+      || say "could not install nginx-light/wrk: install them (apt-get install nginx-light wrk), or serve with --front none behind another buffering proxy"
+  else
+    say "nginx or wrk is missing: install them as root (apt-get install nginx-light wrk)"
+  fi
+fi
+
 # Local services: start the ones that do not answer, when their binaries exist.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   if command -v redis-server >/dev/null 2>&1; then

@@ -1,7 +1,9 @@
 """The Flask application: ``create_app(settings)`` builds it; gunicorn (``churnops serve``) runs it.
 
 Routes: ``POST /predict`` (fields, ``customer_id`` or ``instances``; ``?explain=true``), ``GET /health``,
-``GET /metrics``, ``GET /model``, ``GET /openapi.json``, ``GET /``.
+``GET /metrics``, ``GET /model``, ``GET /openapi.json``, ``GET /``. ``/predict``, ``/model`` and ``/metrics``
+take bearer tokens when tokens are configured (:mod:`serving.auth`); ``/predict`` takes only
+``application/json`` (415 otherwise: a page on another site cannot post a form or text into the log).
 
 The request path is lean: the body is parsed once, checked by a validator compiled from the schema, and the
 validated row is encoded once and scored by the champion (its compiled trees, :mod:`churnops.trees`, and
@@ -18,7 +20,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from churnops.feature_store import (
     FeatureStore,
@@ -30,6 +32,7 @@ from churnops.feature_store import (
 from churnops.logs import get_logger
 from churnops.prediction_log import PredictionLog
 from churnops.settings import Settings, load_settings
+from serving.auth import Auth
 from serving.metrics import Metrics
 from serving.model import ModelHolder
 from serving.openapi import build_spec
@@ -48,8 +51,9 @@ class ServingState:
     """Everything the routes share; one per app (per worker process)."""
 
     def __init__(self, settings: Settings, holder: ModelHolder, store: FeatureStore, plog: PredictionLog,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, auth: Auth | None = None) -> None:
         self.settings = settings
+        self.auth = auth or Auth()
         self.holder = holder
         self.store = store
         self.plog = plog
@@ -61,7 +65,7 @@ class ServingState:
         self.top_k = serving.explain_top_k
         self.positive = settings.schema.target.positive
         self.negative = settings.schema.target.negative
-        self.spec = json.dumps(build_spec(settings)).encode()
+        self.spec = json.dumps(build_spec(settings, auth_required=self.auth.enabled)).encode()
         schema = settings.schema
         self.api_name = {c: schema.api_field(c) for c in schema.feature_columns}
         for a, b in schema.ratios.values():
@@ -81,10 +85,12 @@ def _error(status: int, message: str, **extra: Any) -> Response:
 
 
 def create_app(settings: Settings | None = None, *, holder: ModelHolder | None = None,
-               redis_client: Any = None, background: bool = True) -> Flask:
+               redis_client: Any = None, background: bool = True, auth: Auth | None = None) -> Flask:
     """Build the app: load the champion (a missing one is retried in the background), connect lazily to
-    Redis, start the reload thread when `background`."""
+    Redis, start the reload thread when `background`. Tokens come from the environment unless `auth` is
+    given."""
     settings = settings or load_settings()
+    auth = auth or Auth()
     metrics = Metrics()
     fs = settings.params.feature_store
     client = redis_client or connect(settings.redis_url, connect_timeout_s=fs.connect_timeout_s,
@@ -94,12 +100,11 @@ def create_app(settings: Settings | None = None, *, holder: ModelHolder | None =
         settings, client=client,
         on_written=lambda n: metrics.prediction_log_rows.labels("written").inc(n),
         on_dropped=lambda n: metrics.prediction_log_rows.labels("dropped").inc(n))
-    holder = holder or ModelHolder(settings, on_change=metrics.model_changed,
-                                   on_check=lambda outcome: metrics.model_checks.labels(outcome).inc())
+    holder = holder or ModelHolder(settings, on_change=metrics.model_changed, on_check=metrics.model_checked)
     holder.check()
     if background:
         holder.start()
-    state = ServingState(settings, holder, store, plog, metrics)
+    state = ServingState(settings, holder, store, plog, metrics, auth)
 
     app = Flask("churnops_serving")
     app.config["MAX_CONTENT_LENGTH"] = settings.params.serving.max_body_bytes
@@ -120,9 +125,18 @@ _METHODS = {"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"}
 def _register_hooks(app: Flask, state: ServingState) -> None:
     metrics = state.metrics
 
+    auth = state.auth
+
     @app.before_request
-    def _start_timer() -> None:
-        request.environ["churnops.t0"] = time.perf_counter()
+    def _start_timer() -> Response | None:
+        environ = request.environ
+        environ["churnops.t0"] = time.perf_counter()
+        if auth.enabled:
+            denied = auth.check(environ.get("PATH_INFO", ""), environ.get("HTTP_AUTHORIZATION"))
+            if denied is not None:
+                return _json({"error": denied.message}, denied.status,
+                             {"WWW-Authenticate": denied.challenge})
+        return None
 
     @app.after_request
     def _observe(response: Response) -> Response:
@@ -201,7 +215,8 @@ def _register_routes(app: Flask, state: ServingState) -> None:
                "kind": model.scorer.kind, "metrics": info.get("metrics") or {},
                "data_version": info.get("data_version"), "threshold": float(model.scorer.threshold),
                "scoring": model.scorer.describe(),
-               "loaded_at": holder.loaded_at}
+               "loaded_at": holder.loaded_at, "last_checked_at": holder.last_check,
+               "reload_interval_s": holder.interval_s, "workers": state.metrics.worker_checks()}
         for key in ("registered_at", "champion_since", "git_commit", "params_hash", "model_uri"):
             if info.get(key) is not None:
                 doc[key] = info[key]
@@ -226,22 +241,35 @@ def _register_routes(app: Flask, state: ServingState) -> None:
 def request_body(environ: dict[str, Any], limit: int) -> bytes:
     """The request body, read straight from the server's input (gunicorn has already framed it); over
     `limit` bytes raises 413 before anything is parsed. Without a declared length (chunked transfer
-    encoding) at most `limit` + 1 bytes are read to tell."""
+    encoding) at most `limit` + 1 bytes are read to tell. A body that stops arriving is 408; one whose
+    framing is broken (a bad chunk size, cut off half-way) is 400."""
     length = environ.get("CONTENT_LENGTH")
     stream = environ["wsgi.input"]
-    if length:
-        if not length.isdigit():
-            raise BadRequest(f"Content-Length {length[:40]!r} is not a number")
-        n = int(length)
-        if n > limit:
-            raise RequestEntityTooLarge()
-        return stream.read(n) if n else b""
-    if environ.get("wsgi.input_terminated"):
-        data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise RequestEntityTooLarge()
-        return data
+    try:
+        if length:
+            if not length.isdigit():
+                raise BadRequest(f"Content-Length {length[:40]!r} is not a number")
+            n = int(length)
+            if n > limit:
+                raise RequestEntityTooLarge()
+            return stream.read(n) if n else b""
+        if environ.get("wsgi.input_terminated"):
+            data = stream.read(limit + 1)
+            if len(data) > limit:
+                raise RequestEntityTooLarge()
+            return data
+    except TimeoutError as exc:
+        raise RequestTimeout("the body did not arrive in time; send it whole") from exc
+    except OSError as exc:  # the server's framing errors (gunicorn: InvalidChunkSize, NoMoreData, ...)
+        raise BadRequest(f"the body is malformed or was cut off: {str(exc)[:200] or type(exc).__name__}") \
+            from exc
     return b""
+
+
+def is_json(environ: dict[str, Any]) -> bool:
+    """Whether the request declares a JSON body (``application/json``, any parameters)."""
+    content_type = environ.get("CONTENT_TYPE") or ""
+    return content_type.split(";", 1)[0].strip().lower() == JSON_TYPE
 
 
 def handle_predict(state: ServingState) -> Response:
@@ -258,6 +286,9 @@ def handle_predict(state: ServingState) -> Response:
         else:
             problem = f"expected true or false, got {explain!r}"
             return _json([{"field": "explain", "problem": problem}], 422)
+    if not is_json(environ):
+        got = (environ.get("CONTENT_TYPE") or "none")[:80]
+        return _error(415, f"/predict takes a JSON body: send 'Content-Type: application/json' (got {got!r})")
     try:
         body = parse_json(request_body(environ, state.max_body))
     except BadJson as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import ipaddress
 import os
 import shutil
 import tempfile
@@ -54,21 +55,66 @@ def _factory(spec: str):
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 @click.option("--app-factory", default="serving.app:create_app", show_default=True,
               help="WSGI app factory called with the settings in each worker (benchmarks serve a variant).")
+@click.option("--front", type=click.Choice(["nginx", "none"]), default=None,
+              help="nginx: buffer whole requests before the workers (default: serving.front); none: gunicorn "
+                   "answers directly, only behind another buffering proxy.")
 @pass_app
 def serve(app: AppContext, host: str, port: int, workers: int | None, threads: int | None, access_log: bool,
-          app_factory: str) -> None:
-    """Serve POST /predict on the @champion model with gunicorn (GET / shows a page to try it).
+          app_factory: str, front: str | None) -> None:
+    """Serve POST /predict on the @champion model with gunicorn behind nginx (GET / shows a page to try it).
 
     The champion is loaded from the MLflow registry in every worker and replaced without a restart when
-    @champion moves; features for lookups by customer id come from Redis (REDIS_URL).
+    @champion moves; features for lookups by customer id come from Redis (REDIS_URL). Bearer tokens:
+    CHURNOPS_PREDICT_TOKENS(_FILE) for /predict, CHURNOPS_OPERATOR_TOKENS(_FILE) for /model and /metrics.
     """
     settings = app.settings
-    metrics_dir = _metrics_dir()
+    from serving.auth import Auth, TokenError
+    from serving.front import Front, FrontError
     from serving.gunicorn_conf import GunicornApp, gunicorn_options
 
+    try:
+        auth = Auth()
+    except TokenError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not auth.enabled and not is_loopback(host):
+        _warn_open(host, port)
+    cfg = settings.params.serving
+    proxy = None
+    if (front or cfg.front) == "nginx":
+        try:
+            proxy = Front.prepare(host, port, max_body_bytes=cfg.max_body_bytes,
+                                  client_timeout_s=cfg.client_timeout_s, worker_timeout_s=cfg.timeout_s,
+                                  keepalive_s=cfg.keepalive_s, access_log=access_log)
+        except FrontError as exc:
+            raise click.ClickException(str(exc)) from exc
+    metrics_dir = _metrics_dir()
     factory = _factory(app_factory)
     options = gunicorn_options(settings, host=host, port=port, workers=workers, threads=threads,
-                               access_log=access_log)
-    click.echo(f"serving on http://{host}:{port} (workers={options['workers']}, "
-               f"threads={options['threads']}, metrics in {metrics_dir})", err=True)
+                               access_log=access_log, front=proxy)
+    click.echo(f"serving on http://{host}:{port} (front={'nginx' if proxy else 'none'}, "
+               f"workers={options['workers']}, threads={options['threads']}, "
+               f"tokens={'required' if auth.enabled else 'none'}, metrics in {metrics_dir})", err=True)
     GunicornApp(factory, settings, options).run()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_open(host: str, port: int) -> None:
+    from churnops.logs import get_logger
+
+    line = "!" * 100
+    click.secho(f"{line}\n! WARNING: serving on {host}:{port} WITHOUT AUTHENTICATION: anyone who reaches "
+                "this address can\n! score customers, read /model and /metrics, and write rows into the "
+                "prediction log (drift checks,\n! retraining). Set CHURNOPS_PREDICT_TOKENS and "
+                "CHURNOPS_OPERATOR_TOKENS (or their _FILE variants);\n! see docs/deployment.md, 'Exposing "
+                f"the service'.\n{line}",
+                fg="red", bold=True, err=True)
+    get_logger(__name__).warning("serve.unauthenticated", host=host, port=port,
+                                 fix="set CHURNOPS_PREDICT_TOKENS and CHURNOPS_OPERATOR_TOKENS")

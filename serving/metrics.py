@@ -11,6 +11,7 @@ Metrics:
     churnops_predictions_total{risk_level,model_version}             one per scored row
     churnops_model_workers{version}        workers serving each model version (live workers only)
     churnops_model_checks_total{outcome}   champion checks: unchanged, loaded, load_failed, registry, ...
+    churnops_model_last_check_timestamp_seconds{pid}   when each live worker last asked for the champion
     churnops_feature_store_errors_total{kind}   unavailable, no_feature_set, error, incompatible
     churnops_prediction_log_rows_total{outcome} written, dropped
 """
@@ -18,6 +19,7 @@ Metrics:
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -59,12 +61,16 @@ class Metrics:
                                    ["version"], multiprocess_mode="livesum", registry=registry)
         self.model_checks = Counter("churnops_model_checks_total", "Champion checks by outcome", ["outcome"],
                                     registry=registry)
+        self.last_check = Gauge("churnops_model_last_check_timestamp_seconds",
+                                "When each worker last asked the registry for @champion (Unix time)",
+                                multiprocess_mode="liveall", registry=registry)
         self.feature_store_errors = Counter("churnops_feature_store_errors_total",
                                             "Failed feature-store lookups by kind", ["kind"],
                                             registry=registry)
         self.prediction_log_rows = Counter("churnops_prediction_log_rows_total",
                                            "Prediction-log rows written to Redis or dropped", ["outcome"],
                                            registry=registry)
+        self.last_checked_at: float | None = None
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._prediction_children: dict[tuple[str, str], Any] = {}
 
@@ -90,6 +96,28 @@ class Metrics:
             self.model_workers.labels(str(old.version)).set(0)
         if new is not None:
             self.model_workers.labels(str(new.version)).set(1)
+
+    def model_checked(self, outcome: str) -> None:
+        self.model_checks.labels(outcome).inc()
+        self.last_checked_at = time.time()
+        self.last_check.set(self.last_checked_at)
+
+    def worker_checks(self) -> list[dict[str, Any]]:
+        """Every live worker's last champion check: ``[{"pid", "last_checked_at"}]`` (one entry, without
+        a pid, in a single process)."""
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        if not self.multiprocess:
+            return [{"pid": os.getpid(), "last_checked_at": self.last_checked_at}]
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        out = []
+        for family in registry.collect():
+            if family.name == "churnops_model_last_check_timestamp_seconds":
+                out.extend({"pid": int(sample.labels["pid"]), "last_checked_at": sample.value or None}
+                           for sample in family.samples)
+        return sorted(out, key=lambda w: w["pid"])
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

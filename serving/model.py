@@ -124,7 +124,11 @@ class ModelHolder:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        """Checks on a fixed cadence: a slow check (a busy registry, a model loading) does not push the next
+        one back, so a new @champion is seen within ``interval_s`` and served once it has loaded."""
+        next_at = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = max(next_at + self.interval_s, time.monotonic())
             try:
                 self.check()
             except Exception as exc:  # never let the reload thread die silently

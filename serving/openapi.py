@@ -52,7 +52,20 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def build_spec(settings: Settings) -> dict[str, Any]:
+def _security(scheme: str, required: bool) -> list[dict[str, list[str]]]:
+    """The operation's security requirement: the scheme, or (without configured tokens) the scheme or
+    nothing."""
+    return [{scheme: []}] if required else [{scheme: []}, {}]
+
+
+def _auth_responses(kind: str) -> dict[str, Any]:
+    return {"401": _json(_ref("Error"), f"No bearer token, or an unknown one (a {kind} token is needed)"),
+            "403": _json(_ref("Error"), f"A token of the other kind: this endpoint takes {kind} tokens")}
+
+
+def build_spec(settings: Settings, *, auth_required: bool = False) -> dict[str, Any]:
+    """The document; `auth_required`: the server was started with tokens (serving.auth), so the protected
+    operations require them (otherwise they are documented as optional)."""
     schema = settings.schema
     serving = settings.params.serving
     properties: dict[str, Any] = {}
@@ -143,6 +156,14 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                             "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
                             "data_version": {"type": "string", "nullable": True},
                             "threshold": {"type": "number"}, "loaded_at": {"type": "number"},
+                            "last_checked_at": {"type": "number", "nullable": True,
+                                                "description": "when this worker last asked for @champion"},
+                            "reload_interval_s": {"type": "number"},
+                            "workers": {"type": "array", "description": "every live worker's last check",
+                                        "items": {
+                                "type": "object", "required": ["pid", "last_checked_at"],
+                                "properties": {"pid": {"type": "integer"},
+                                               "last_checked_at": {"type": "number", "nullable": True}}}},
                             "scoring": {"type": "object", "description": (
                                 "how rows are scored: path 'compiled' (the model's trees compiled and "
                                 "verified against the library when loaded) or 'library'"),
@@ -167,11 +188,14 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                                 "description": "add the features that raise and lower this customer's risk"}],
                 "requestBody": {"required": True, "content": {JSON: {"schema": {"oneOf": [
                     _ref("Customer"), _ref("CustomerId"), _ref("Batch")]}}}},
+                "security": _security("predictToken", auth_required),
                 "responses": {
                     "200": predict_ok,
-                    "400": _json(_ref("Error"), "The body is not valid JSON"),
+                    "400": _json(_ref("Error"), "The body is not JSON, or the HTTP request is malformed"),
+                    **_auth_responses("predict"),
                     "404": _json(_ref("Error"), "Unknown customer_id"),
                     "413": _json(_ref("Error"), f"Body larger than {serving.max_body_bytes} bytes"),
+                    "415": _json(_ref("Error"), "The body is not declared as application/json"),
                     "422": errors_422,
                     "503": _json(_ref("Error"), "No model loaded, or the feature store is unavailable "
                                                 "(lookups by customer_id)"),
@@ -179,19 +203,28 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             "/health": {"get": {"summary": "Liveness and readiness", "operationId": "health", "responses": {
                 "200": _json(_ref("Health"), "Healthy, or degraded (Redis unavailable: lookups by id fail)"),
                 "503": _json(_ref("Health"), "Unhealthy: no model loaded")}}},
-            "/model": {"get": {"summary": "The champion being served", "operationId": "model", "responses": {
-                "200": _json(_ref("Model"), "Version, metrics, training data version"),
+            "/model": {"get": {"summary": "The champion being served", "operationId": "model",
+                               "security": _security("operatorToken", auth_required), "responses": {
+                "200": _json(_ref("Model"), "Version, metrics, data version, each worker's last check"),
+                **_auth_responses("operator"),
                 "503": _json(_ref("Error"), "No model loaded")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "responses": {
+            "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                                 "security": _security("operatorToken", auth_required), "responses": {
                 "200": {"description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                **_auth_responses("operator")}}},
             "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "responses": {
                 "200": _json({"type": "object"}, "OpenAPI 3.0 document")}}},
             "/": {"get": {"summary": "A page to try a prediction", "operationId": "page", "responses": {
                 "200": {"description": "HTML page",
                         "content": {"text/html": {"schema": {"type": "string"}}}}}}},
         },
-        "components": {"schemas": {
+        "components": {"securitySchemes": {
+            "predictToken": {"type": "http", "scheme": "bearer", "description": (
+                "A token of CHURNOPS_PREDICT_TOKENS(_FILE); required when the server has tokens")},
+            "operatorToken": {"type": "http", "scheme": "bearer", "description": (
+                "A token of CHURNOPS_OPERATOR_TOKENS(_FILE), for /model and /metrics")},
+        }, "schemas": {
             "Customer": customer, "CustomerId": by_id, "Batch": batch, "Prediction": prediction,
             "BatchPrediction": batch_response, "FieldError": field_error, "Error": error, "Health": health,
             "Model": model, "Explanation": explanation,

@@ -27,6 +27,8 @@ from churnops.settings import SchemaSettings
 
 MAX_ERRORS = 200
 MAX_ID_LENGTH = 128
+MAX_ID_INTEGER = 2**64  # integer ids: what JSON parsers keep exact (orjson reads larger ones as floats)
+MAX_NUMBER_DIGITS = 400  # longer JSON integers are not converted (no field takes one; Python caps at 4,300)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 INT, FLOAT, CAT = 0, 1, 2
 
@@ -48,7 +50,7 @@ def parse_json(data: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass  # the standard parser decides (it reads big integers and lone surrogates) and words the error
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return json.loads(data, parse_constant=_reject_constant, parse_int=_parse_int)
     except BadJson:
         raise
     except RecursionError as exc:
@@ -57,7 +59,22 @@ def parse_json(data: bytes) -> Any:
         raise BadJson(f"the body is not valid JSON: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class LongNumber:
+    """A JSON integer of more than MAX_NUMBER_DIGITS digits, left unconverted: every field refuses it by
+    its size, never with the interpreter's own message."""
+
+    digits: int
+
+
+def _parse_int(text: str) -> int | LongNumber:
+    digits = len(text) - text.startswith("-")
+    return LongNumber(digits) if digits > MAX_NUMBER_DIGITS else int(text)
+
+
 def json_type(value: Any) -> str:
+    if isinstance(value, LongNumber):
+        return f"a number of {value.digits} digits"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -73,7 +90,9 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _num(x: float) -> str:
+def _num(x: float | str) -> str:
+    if isinstance(x, str):  # already words ("a number of 5000 digits")
+        return x
     if isinstance(x, int):
         return _clip(str(x), 40)
     return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
@@ -103,6 +122,8 @@ class FieldSpec:
                     return value, None
                 return None, f"unknown category {_clip(value)!r}; expected one of {list(self.categories)}"
             return None, f"expected a string, one of {list(self.categories)}; got {json_type(value)}"
+        if t is LongNumber:
+            return None, self._out_of_range(value)
         if t is bool or not (t is int or t is float):
             expected = "an integer" if kind == INT else "a number"
             return None, f"expected {expected}, got {json_type(value)}"
@@ -122,7 +143,9 @@ class FieldSpec:
                 return None, "the number is too large"
         return value, None
 
-    def _out_of_range(self, value: float) -> str:
+    def _out_of_range(self, value: float | LongNumber) -> str:
+        if isinstance(value, LongNumber):
+            value = json_type(value)  # type: ignore[assignment]
         if self.lo == -math.inf:
             return f"must be at most {_num(self.hi)}, got {_num(value)}"
         if self.hi == math.inf:
@@ -233,12 +256,14 @@ class RequestValidator:
                 errors.append({"field": prefix + "customer_id", "problem": "not valid Unicode text"})
                 return Item()
             return Item(customer_id=value)
-        if type(value) is int and value >= 0:
+        if type(value) is int and 0 <= value < MAX_ID_INTEGER:
             return Item(customer_id=str(value))
         got = repr(_clip(value)) if isinstance(value, str) else json_type(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= MAX_ID_INTEGER:
+            got = "an integer of 20 digits or more (send long ids as strings)"
         errors.append({"field": prefix + "customer_id", "problem": (
             f"expected a customer id: a string of 1 to {MAX_ID_LENGTH} characters without control "
-            f"characters, or a non-negative integer; got {got}")})
+            f"characters, or a non-negative integer below 2^64; got {got}")})
         return Item()
 
     # -- records ---------------------------------------------------------------------------------

@@ -208,6 +208,10 @@ class ServingSettings(_Strict):
     timeout_s: int = Field(30, ge=1)  # a worker silent this long is killed and replaced
     graceful_timeout_s: int = Field(30, ge=1)  # in-flight requests get this long on shutdown/restart
     keepalive_s: int = Field(5, ge=0)
+    # nginx buffers whole requests before the workers (serving/front.py); "none" only behind another
+    # buffering proxy
+    front: Literal["nginx", "none"] = "nginx"
+    client_timeout_s: float = Field(10, gt=0)  # headers within this; the body with at most this between reads
 
 
 class FeatureStoreSettings(_Strict):

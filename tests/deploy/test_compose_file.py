@@ -54,7 +54,7 @@ EXTERNAL_IMAGES = {
     "redis": {"command": "redis-server", "healthcheck": {"redis-cli"}},
     "quay.io/minio/minio": {"command": "server", "healthcheck": {"mc"}},
 }
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET_KEY|JWT")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET_KEY|JWT|TOKENS")
 COMPOSE_OWN_VARIABLES = {"COMPOSE_PROFILES", "COMPOSE_PROJECT_NAME"}
 
 

@@ -21,7 +21,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "churnops-test"
 SERVING_OVERRIDES = {
-    "serving": {"reload_interval_s": 0.25, "workers": 2, "max_batch": 5, "max_body_bytes": 65536},
+    "serving": {"reload_interval_s": 0.25, "workers": 2, "max_batch": 5, "max_body_bytes": 65536,
+                "client_timeout_s": 2},
     "feature_store": {"namespace": NAMESPACE, "chunk_size": 500},
 }
 
@@ -172,15 +173,16 @@ def example_body(model_store: ModelStore) -> dict[str, Any]:
 # -- the real server -------------------------------------------------------------------------------
 class LiveServer:
     def __init__(self, store: ModelStore, log_path: Path, *, env: dict[str, str] | None = None,
-                 workers: int = 2, threads: int = 1) -> None:
+                 workers: int = 2, threads: int = 1, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.workers = workers
+        self.headers: dict[str, str] = {}  # sent with /metrics (an operator token when tokens are required)
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "churnops"), "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers), "--threads", str(threads)],
+             "--port", str(self.port), "--workers", str(workers), "--threads", str(threads), *args],
             cwd=store.home, env=env or store.env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
@@ -202,12 +204,17 @@ class LiveServer:
 
     def workers_serving(self) -> int:
         """Workers that have loaded a model, by the churnops_model_workers gauge of /metrics."""
-        text = requests.get(self.url + "/metrics", timeout=2).text
+        text = requests.get(self.url + "/metrics", headers=self.headers, timeout=2).text
         return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                        if line.startswith("churnops_model_workers{")))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
+
+    def children(self) -> set[int]:
+        """The pids of the master's child processes (the workers, and nginx in front of them)."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return {int(pid) for pid in path.read_text().split()}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -240,10 +247,12 @@ def server_factory(model_store: ModelStore, tmp_path: Path) -> Iterator[Any]:
     """Start extra servers (e.g. on a Redis of the test's own): `server_factory(env_overrides)`."""
     started: list[LiveServer] = []
 
-    def _start(env_overrides: dict[str, str] | None = None, workers: int = 2, threads: int = 1) -> LiveServer:
+    def _start(env_overrides: dict[str, str] | None = None, workers: int = 2, threads: int = 1,
+               args: tuple[str, ...] = (), headers: dict[str, str] | None = None) -> LiveServer:
         env = {**model_store.env, **(env_overrides or {})}
         server = LiveServer(model_store, tmp_path / f"serve-{len(started)}.log", env=env, workers=workers,
-                            threads=threads)
+                            threads=threads, args=args)
+        server.headers = headers or {}
         started.append(server)
         return server.wait_ready()
 

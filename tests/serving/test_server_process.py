@@ -31,10 +31,6 @@ def test_gunicorn_serves_full_payloads_and_lookups_by_id(live_server: Any, model
     cid = str(model_store.gold.iloc[0][model_store.settings.schema.id_column])
     response = requests.post(live_server.url + "/predict", json={"customer_id": cid}, timeout=10)
     assert response.status_code == 200 and response.json()["customer_id"] == cid
-    # curl -d sends form-encoded content type: the body is still read as JSON
-    response = requests.post(live_server.url + "/predict", data=json.dumps(example_body), timeout=10,
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert response.status_code == 200
 
 
 def test_metrics_aggregate_all_workers(live_server: Any, example_body: dict[str, Any]) -> None:
