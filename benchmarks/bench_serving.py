@@ -192,13 +192,14 @@ def prepare_home(root: Path, redis_url: str, rows: int, trees: int, depth: int) 
     return settings, ids
 
 
-def start_server(settings: Any, factory: str, log: Path, redis_url: str) -> tuple[subprocess.Popen, str]:
+def start_server(settings: Any, factory: str, log: Path, redis_url: str,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "CHURNOPS_HOME": str(settings.home), "REDIS_URL": redis_url, "PYTHONPATH": str(REPO),
            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cmd = [str(Path(sys.executable).parent / "churnops"), "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--app-factory", factory]
+           "--app-factory", factory, *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
@@ -430,6 +431,8 @@ def main() -> None:
     parser.add_argument("--slow-clients", type=int, default=0,
                         help="also measure /predict and /health while this many slow clients trickle")
     parser.add_argument("--mlflow", action="store_true", help="also measure `mlflow models serve`")
+    parser.add_argument("--direct", action="store_true",
+                        help="also measure /predict on gunicorn alone (--front none), idle and slow clients")
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -475,6 +478,13 @@ def main() -> None:
         }
         if args.slow_clients:
             targets["/health"] = (app_url + "/health", None, app_proc.pid)
+        if args.direct:
+            direct_proc, direct_url = start_server(settings, "benchmarks.bench_serving:bench_app",
+                                                   root / "direct.log", redis_url, ("--front", "none"))
+            servers.append(direct_proc)
+            wait_http(direct_url + "/health", 180, direct_proc, root / "direct.log")
+            targets["/predict full payload, --front none"] = (direct_url + "/predict", static,
+                                                              direct_proc.pid)
         if args.mlflow:
             mlflow_proc, mlflow_url = start_mlflow_serve(settings, root / "mlflow.log")
             servers.append(mlflow_proc)
@@ -496,6 +506,8 @@ def main() -> None:
             if response.status_code != 200:
                 raise SystemExit(f"{name}: {response.status_code} {response.text[:300]}")
         slow_names = ["/predict full payload", "/health"] if args.slow_clients else []
+        if args.slow_clients and args.direct:  # last: slow clients may leave its workers killed
+            slow_names.append("/predict full payload, --front none")
         workers_before = children(app_proc.pid)
         slow_reconnects = 0
         steps = breakdown(settings, body)
@@ -515,19 +527,26 @@ def main() -> None:
                       f"non-2xx {result['non_2xx']} {result['socket_errors']}", flush=True)
             if not slow_names:
                 continue
-            port = int(urlsplit(app_url).port)
-            with SlowClients("127.0.0.1", port, args.slow_clients) as slow:
-                time.sleep(2)  # every slow connection open and trickling
-                for name in slow_names:
-                    url, script, pid = targets[name]
-                    result = run_wrk(url, script, args.duration, args.connections, args.threads, pid)
-                    runs[f"{name} | {args.slow_clients} slow clients"].append(result)
-                    print(f"round {r + 1} {name:<14} + {args.slow_clients} slow clients {result['rps']:8.0f} "
-                          f"req/s  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-                          f"non-2xx {result['non_2xx']} {result['socket_errors']}", flush=True)
-            slow_reconnects += slow.reconnects
+            for name in slow_names:
+                url, script, pid = targets[name]
+                with SlowClients("127.0.0.1", int(urlsplit(url).port), args.slow_clients) as slow:
+                    time.sleep(2)  # every slow connection open and trickling
+                    try:
+                        result = run_wrk(url, script, args.duration, args.connections, args.threads, pid)
+                    except (subprocess.CalledProcessError, AttributeError) as exc:  # no answer at all
+                        print(f"round {r + 1} {name} + slow clients: wrk measured nothing ({exc})")
+                        result = {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "non_2xx": 0,
+                                  "socket_errors": "no response", "worker_cpu_us": float("nan")}
+                runs[f"{name} | {args.slow_clients} slow clients"].append(result)
+                print(f"round {r + 1} {name} + {args.slow_clients} slow clients {result['rps']:8.0f} "
+                      f"req/s  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+                      f"non-2xx {result['non_2xx']} {result['socket_errors']}", flush=True)
+                if name == "/predict full payload":
+                    slow_reconnects += slow.reconnects
         workers_after = children(app_proc.pid)
         worker_timeouts = (root / "app.log").read_text(errors="replace").count("WORKER TIMEOUT")
+        direct_timeouts = ((root / "direct.log").read_text(errors="replace").count("WORKER TIMEOUT")
+                           if args.direct else None)
     finally:
         for proc in servers:
             stop(proc)
@@ -566,9 +585,11 @@ def main() -> None:
               f"req/s (target >= 0.8), p99 {slow['p99_ms']:.1f} ms (target < 50): "
               f"{'PASS' if slow['rps'] >= 0.8 * idle['rps'] and slow['p99_ms'] < 50 else 'FAIL'}")
     if slow_names:
-        print(f"workers killed: {worker_timeouts} WORKER TIMEOUT, master's children "
+        print(f"workers killed (nginx front): {worker_timeouts} WORKER TIMEOUT, master's children "
               f"{'unchanged' if workers_after == workers_before else 'changed'}; slow connections dropped by "
               f"the server and reopened: {slow_reconnects}")
+        if direct_timeouts is not None:
+            print(f"workers killed (gunicorn alone, --front none): {direct_timeouts} WORKER TIMEOUT")
     if args.mlflow:
         lead = summary["/predict full payload"]["rps"] / summary["mlflow models serve /invocations"]["rps"]
         print(f"/predict full payload vs mlflow models serve: {lead:.1f}x the requests/s")
@@ -577,7 +598,8 @@ def main() -> None:
            "args": {k: v for k, v in vars(args).items() if k not in ("json", "plot")}}
     if slow_names:
         doc["slow_clients"] = {"worker_timeouts": worker_timeouts, "reconnects": slow_reconnects,
-                               "workers_unchanged": workers_after == workers_before}
+                               "workers_unchanged": workers_after == workers_before,
+                               "direct_worker_timeouts": direct_timeouts}
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
     if args.plot:

@@ -28,14 +28,18 @@ from the feature store) and press <i>Predict</i>.
 <form id="customer">%(fields)s</form>
 <div class="actions"><button id="predict">Predict</button>
 <label>Customer id <input id="cid" placeholder="768805383"></label>
-<button id="byid">Predict by id</button></div>
+<button id="byid">Predict by id</button>
+<label>Token <input id="token" type="password" autocomplete="off"
+placeholder="if the server needs one"></label></div>
 <h2 id="headline"></h2>
 <pre id="out"></pre>
 <script>
 const numeric = %(numeric)s;
 async function send(body) {
-  const r = await fetch('/predict?explain=true', {method: 'POST',
-    headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
+  const headers = {'Content-Type': 'application/json'};
+  const token = document.getElementById('token').value.trim();
+  if (token) headers['Authorization'] = 'Bearer ' + token;
+  const r = await fetch('/predict?explain=true', {method: 'POST', headers, body: JSON.stringify(body)});
   const doc = await r.json();
   const h = document.getElementById('headline');
   if (r.ok) {

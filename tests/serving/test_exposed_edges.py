@@ -64,6 +64,10 @@ def raw(server: LiveServer, payload: bytes, timeout_s: float = 10.0) -> Response
         return read_response(sock, timeout_s)
 
 
+def bearer(token: str) -> str:
+    return f"Authorization: Bearer {token}"
+
+
 def assert_json_error(status: int | None, headers: dict[str, str], body: bytes, expected: int) -> str:
     assert status == expected, (status, body[:300])
     assert headers.get("content-type", "").startswith("application/json"), headers
@@ -114,13 +118,15 @@ def test_protocol_errors_answer_the_json_error_shape(live_server: LiveServer, pa
     assert requests.get(live_server.url + "/health", timeout=10).status_code == 200
 
 
-def cut_off_body_is_dropped(server: LiveServer, timeout_s: float) -> None:
+def cut_off_body_is_dropped(server: LiveServer, timeout_s: float, token: str | None = None) -> None:
     """A chunked body that stops half-way is answered 408 or disconnected within the read timeout (plus
     slack for a loaded machine), long before gunicorn's worker timeout (30 s) would kill a worker."""
     children = server.children()
     timeouts = worker_timeouts(server)
     with connect(server, 60) as sock:
-        sock.sendall(CHUNKED_HEAD + b"40\r\n{\"customer_id\": ")
+        head = CHUNKED_HEAD.replace(b"Host: x\r\n", f"Host: x\r\n{bearer(token)}\r\n".encode()) \
+            if token else CHUNKED_HEAD
+        sock.sendall(head + b"40\r\n{\"customer_id\": ")
         started = time.monotonic()
         status, headers, body = read_response(sock, 60)
         waited = time.monotonic() - started
@@ -211,14 +217,14 @@ def direct_server(model_store: Any, pushed: str, token_file: Path,
 def test_gunicorn_alone_also_answers_protocol_errors_in_json(direct_server: LiveServer, payload: bytes,
                                                              status: int) -> None:
     if b"chunked" in payload:
-        auth = f"Host: x\r\nAuthorization: Bearer {PREDICT_TOKEN}\r\n".encode()
-        payload = payload.replace(b"Host: x\r\n", auth)
+        payload = payload.replace(b"Host: x\r\n", f"Host: x\r\n{bearer(PREDICT_TOKEN)}\r\n".encode())
     assert_json_error(*raw(direct_server, payload), status)
 
 
 def test_gunicorn_alone_drops_a_cut_off_body_without_killing_a_worker(direct_server: LiveServer,
                                                                         model_store: Any) -> None:
-    cut_off_body_is_dropped(direct_server, model_store.settings.params.serving.client_timeout_s)
+    timeout_s = model_store.settings.params.serving.client_timeout_s
+    cut_off_body_is_dropped(direct_server, timeout_s, PREDICT_TOKEN)
 
 
 def test_tokens_guard_predict_and_the_operator_endpoints_separately(direct_server: LiveServer,
@@ -304,10 +310,10 @@ def start_output(model_store: Any, host: str, env: dict[str, str], wait_for: str
 
 
 def test_serving_on_a_public_address_without_tokens_warns_loudly(model_store: Any) -> None:
-    out = start_output(model_store, "0.0.0.0", {}, "serving on")
+    out = start_output(model_store, "0.0.0.0", {}, "metrics in")
     assert "WITHOUT AUTHENTICATION" in out and "CHURNOPS_PREDICT_TOKENS" in out
     quiet = start_output(model_store, "0.0.0.0", {"CHURNOPS_PREDICT_TOKENS": PREDICT_TOKEN,
-                                                  "CHURNOPS_OPERATOR_TOKENS": OPERATOR_TOKEN}, "serving on")
+                                                  "CHURNOPS_OPERATOR_TOKENS": OPERATOR_TOKEN}, "metrics in")
     assert "serving on" in quiet and "WITHOUT AUTHENTICATION" not in quiet and "tokens=required" in quiet
-    local = start_output(model_store, "127.0.0.1", {}, "serving on")
+    local = start_output(model_store, "127.0.0.1", {}, "metrics in")
     assert "serving on" in local and "WITHOUT AUTHENTICATION" not in local
