@@ -16,6 +16,8 @@ CHURNOPS_DATABASE_URL  batch scores table (default: sqlite:///$CHURNOPS_HOME/dat
 CHURNOPS_AIRFLOW_URL, CHURNOPS_AIRFLOW_USER, CHURNOPS_AIRFLOW_PASSWORD
                        Airflow REST API that drift monitoring triggers retraining through (read by
                        monitoring.retrain when it triggers; secrets never enter Settings)
+CHURNOPS_PREDICT_TOKENS(_FILE), CHURNOPS_OPERATOR_TOKENS(_FILE)
+                       bearer tokens of the serving API (read by serving.auth; secrets never enter Settings)
 monitoring.alerts.channels[].url_env
                        names the variable holding each alert webhook URL (e.g. CHURNOPS_SLACK_WEBHOOK_URL)
 """

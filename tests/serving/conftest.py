@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,14 +233,18 @@ def live_server(model_store: ModelStore, pushed: str, tmp_path_factory: pytest.T
                 ) -> Iterator[LiveServer]:
     """`churnops serve` (gunicorn, 2 workers) on the suite's registry and Redis."""
     model_store.set_champion(model_store.versions[0])
-    server = LiveServer(model_store, tmp_path_factory.mktemp("server") / "serve.log")
+    with running(LiveServer(model_store, tmp_path_factory.mktemp("server") / "serve.log")) as server:
+        yield server
+
+
+@contextmanager
+def running(server: LiveServer) -> Iterator[LiveServer]:
+    """The server once ready; stopped afterwards (also when it never became ready)."""
     try:
         server.wait_ready()
-    except Exception:
+        yield server
+    finally:
         server.stop()
-        raise
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -248,11 +253,10 @@ def server_factory(model_store: ModelStore, tmp_path: Path) -> Iterator[Any]:
     started: list[LiveServer] = []
 
     def _start(env_overrides: dict[str, str] | None = None, workers: int = 2, threads: int = 1,
-               args: tuple[str, ...] = (), headers: dict[str, str] | None = None) -> LiveServer:
+               args: tuple[str, ...] = ()) -> LiveServer:
         env = {**model_store.env, **(env_overrides or {})}
         server = LiveServer(model_store, tmp_path / f"serve-{len(started)}.log", env=env, workers=workers,
                             threads=threads, args=args)
-        server.headers = headers or {}
         started.append(server)
         return server.wait_ready()
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from benchmarks.bench_serving import SlowClients
-from tests.serving.conftest import LiveServer, free_port
+from tests.serving.conftest import LiveServer, free_port, running
 
 PREDICT_TOKEN = "predict-token-0123456789abcdef"
 PREDICT_TOKEN_2 = "predict-token-2-fedcba9876543210"
@@ -200,13 +200,8 @@ def direct_server(model_store: Any, pushed: str, token_file: Path,
     server = LiveServer(model_store, tmp_path_factory.mktemp("direct") / "serve.log", env=env,
                         args=("--front", "none"))
     server.headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    try:
-        server.wait_ready()
-    except Exception:
-        server.stop()
-        raise
-    yield server
-    server.stop()
+    with running(server):
+        yield server
 
 
 @pytest.mark.parametrize("payload, status", [
