@@ -126,13 +126,14 @@ http {{
   uwsgi_temp_path {run_dir}/uwsgi;
   scgi_temp_path {run_dir}/scgi;
   # whole requests only reach the workers: headers within the timeout, the body with at most the timeout
-  # between two reads; bodies up to the limit stay in memory
+  # between two reads; a body over 32 KiB (batches) waits in a file of the run directory, so a crowd of
+  # connections declaring large bodies costs at most 32 KiB of memory each
   client_header_timeout {timeout};
   client_body_timeout {timeout};
   send_timeout {timeout};
   keepalive_timeout {cfg.keepalive_s}s;
   client_max_body_size {cfg.max_body_bytes};
-  client_body_buffer_size {cfg.max_body_bytes};
+  client_body_buffer_size 32k;
   client_header_buffer_size 1k;
   large_client_header_buffers 4 8k;
   reset_timedout_connection on;
