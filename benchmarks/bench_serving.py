@@ -270,7 +270,9 @@ def start_mlflow_serve(settings: Any, log: Path) -> tuple[subprocess.Popen, str]
     """`mlflow models serve` on the same @champion, 2 workers, this environment."""
     port = free_port()
     uri = f"models:/{settings.params.register_.model_name}@champion"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+    bin_dir = str(Path(sys.executable).parent)  # it runs `uvicorn` by name
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri,
            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=settings.home, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
