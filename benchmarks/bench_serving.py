@@ -338,7 +338,8 @@ def run_wrk(url: str, script: Path | None, duration: int, connections: int, thre
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     requests_done = int(re.search(r"(\d+) requests in", out).group(1))
-    cpu_us = (worker_cpu_s(master_pid) - cpu0) / requests_done * 1e6 if master_pid else float("nan")
+    cpu_us = ((worker_cpu_s(master_pid) - cpu0) / requests_done * 1e6 if master_pid and requests_done
+              else float("nan"))
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(0) if errors else "", "worker_cpu_us": cpu_us}
 
