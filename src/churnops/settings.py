@@ -27,12 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class SettingsError(ValueError):
@@ -61,6 +62,36 @@ class Target(_Strict):
     positive: str
     negative: str
 
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _label_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # `positive: true` unquoted (Yes/No/On/Off stay text: see load_params)
+            raise ValueError(f"YAML reads an unquoted {str(value).lower()} as a boolean, not a label: write the "
+                             f"label as the data spells it, in quotes (e.g. positive: \"{value}\")")
+        if isinstance(value, int):  # labels 1 / 0: the table holds them as the text "1" / "0"
+            return str(value)
+        return value
+
+
+class MissingPolicy(_Strict):
+    """What a feature column's blank cells become (params.yaml ``schema.missing.<column>``).
+
+    Columns without a policy refuse blanks (validation error). With one, blanks are filled inside the model's
+    preprocessing artefact (FeatureEncoder), from the training rows: ``median`` (numeric columns),
+    ``most_frequent`` (any column) or ``constant`` (``value``); ``indicator: true`` adds a 0/1 feature
+    ``<column>_missing``. /predict then accepts null (or no value) for the column and fills it the same way.
+    """
+
+    impute: Literal["median", "most_frequent", "constant"]
+    value: float | str | None = None
+    indicator: bool = False
+
+    @model_validator(mode="after")
+    def _value_with_constant(self) -> MissingPolicy:
+        if (self.impute == "constant") != (self.value is not None):
+            raise ValueError("impute: constant needs a value (and only constant takes one)")
+        return self
+
 
 class SchemaSettings(_Strict):
     """The data contract: which columns exist, what they may hold, which one is the label."""
@@ -72,6 +103,7 @@ class SchemaSettings(_Strict):
     categorical: dict[str, list[str]]
     ratios: dict[str, tuple[str, str]] = Field(default_factory=dict)
     fields: dict[str, str] = Field(default_factory=dict)  # column -> API field name overrides
+    missing: dict[str, MissingPolicy] = Field(default_factory=dict)  # column -> policy; absent: refuse blanks
 
     @model_validator(mode="after")
     def _consistent(self) -> SchemaSettings:
@@ -91,7 +123,31 @@ class SchemaSettings(_Strict):
         clash = reserved & (set(self.numeric) | set(self.categorical))
         if clash:
             raise ValueError(f"id/target/dropped columns cannot be features: {sorted(clash)}")
+        for col, policy in self.missing.items():
+            self._check_policy(col, policy)
         return self
+
+    def _check_policy(self, col: str, policy: MissingPolicy) -> None:
+        where = f"schema.missing.{col}"
+        if col not in self.numeric and col not in self.categorical:
+            never = " (id and label are never optional)" if col in (self.id_column, self.target.column) else ""
+            raise ValueError(f"{where}: {col!r} is not a feature column{never}")
+        if col in self.categorical:
+            if policy.impute == "median":
+                raise ValueError(f"{where}: median needs a numeric column; use most_frequent or constant")
+            if policy.value is not None and policy.value not in self.categorical[col]:
+                raise ValueError(f"{where}: value {policy.value!r} is not one of {self.categorical[col]}")
+            return
+        if policy.value is None:
+            return
+        spec = self.numeric[col]
+        if isinstance(policy.value, str):
+            raise ValueError(f"{where}: value {policy.value!r} must be a number for a numeric column")
+        low = -float("inf") if spec.min is None else spec.min
+        high = float("inf") if spec.max is None else spec.max
+        if not low <= policy.value <= high or (spec.integer and float(policy.value) != int(policy.value)):
+            raise ValueError(f"{where}: value {policy.value} is not a valid {col} "
+                             f"([{spec.min}, {spec.max}]{', integer' if spec.integer else ''})")
 
     @property
     def feature_columns(self) -> list[str]:
@@ -371,11 +427,23 @@ def _format_validation_error(exc: ValidationError, source: Path) -> str:
     return "\n".join(lines)
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off (any case) as booleans, which
+    turns labels such as `positive: Yes` into True; DVC (ruamel, YAML 1.2) reads them as text too."""
+
+
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def load_params(path: Path) -> tuple[Params, dict[str, Any]]:
     if not path.is_file():
         raise SettingsError(f"params file not found: {path} (set CHURNOPS_PARAMS or CHURNOPS_HOME)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_ParamsLoader) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise SettingsError(f"params file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
