@@ -80,9 +80,17 @@ def build_spec(settings: Settings, *, auth_required: bool = False) -> dict[str, 
     for col, cats in schema.categorical.items():
         properties[schema.api_field(col)] = {"type": "string", "enum": list(cats),
                                              "description": f"column {col}"}
+    for col, policy in schema.missing.items():  # null or absent: filled by the model as in training
+        prop = properties[schema.api_field(col)]
+        prop["nullable"] = True
+        if "enum" in prop:
+            prop["enum"] = [*prop["enum"], None]  # OpenAPI 3.0: an enum must list null for it to pass
+        prop["description"] += (f"; may be null or omitted: imputed ({policy.impute}"
+                                f"{', with a missing-indicator feature' if policy.indicator else ''})")
+    optional = {schema.api_field(col) for col in schema.missing}
     customer = {"type": "object", "description": "The customer's features, by API field name.",
-                "properties": properties, "required": list(properties), "additionalProperties": False,
-                "example": example_request(settings)}
+                "properties": properties, "required": [f for f in properties if f not in optional],
+                "additionalProperties": False, "example": example_request(settings)}
     by_id = {"type": "object", "description": "Score a customer whose features are in the feature store.",
              "properties": {"customer_id": {"anyOf": [
                  {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^\\x00-\\x1f\\x7f]+$"},

@@ -3,6 +3,8 @@
 A /predict body is one of:
 
 - the customer's fields by API name (``customer_age``, ``gender``, ...), every field required, no others;
+  a field whose column has a missing-value policy (params.yaml ``schema.missing``) may be null or left out,
+  and the model's encoder fills it as training did;
 - ``{"customer_id": "..."}`` (features from the feature store);
 - ``{"instances": [...]}``: up to ``serving.max_batch`` items, each one of the two above.
 
@@ -111,11 +113,14 @@ class FieldSpec:
     hi: float
     allowed: frozenset[str]
     categories: tuple[str, ...]
+    nullable: bool = False  # the column has a missing-value policy: null (or no value) is filled by the model
 
     def check(self, value: Any) -> tuple[Any, str | None]:
         """(value converted to the column's type, None) or (None, problem)."""
         kind = self.kind
         t = type(value)
+        if value is None and self.nullable:
+            return None, None
         if kind == CAT:
             if t is str:
                 if value in self.allowed:
@@ -180,12 +185,15 @@ class RequestValidator:
         self.schema = schema
         self.max_batch = max_batch
         specs = []
+        nullable = set(schema.missing)
         for column, spec in schema.numeric.items():
             specs.append(FieldSpec(schema.api_field(column), column, INT if spec.integer else FLOAT,
                                    -math.inf if spec.min is None else spec.min,
-                                   math.inf if spec.max is None else spec.max, frozenset(), ()))
+                                   math.inf if spec.max is None else spec.max, frozenset(), (),
+                                   column in nullable))
         for column, cats in schema.categorical.items():
-            specs.append(FieldSpec(schema.api_field(column), column, CAT, 0, 0, frozenset(cats), tuple(cats)))
+            specs.append(FieldSpec(schema.api_field(column), column, CAT, 0, 0, frozenset(cats), tuple(cats),
+                                   column in nullable))
         self.specs = specs
         self.by_name = {s.name: s for s in specs}
         self.by_column = {s.column: s for s in specs}
@@ -277,7 +285,10 @@ class RequestValidator:
         for spec in self.specs:
             if spec.name not in obj:
                 missing += 1
-                own.append({"field": prefix + spec.name, "problem": "missing"})
+                if spec.nullable:
+                    record[spec.column] = None
+                else:
+                    own.append({"field": prefix + spec.name, "problem": "missing"})
                 continue
             value, problem = spec.check(obj[spec.name])
             if problem is None:
@@ -304,7 +315,8 @@ class RequestValidator:
         errors = []
         for spec in self.specs:
             if spec.column not in record:
-                errors.append({"field": spec.name, "problem": "missing from the stored features"})
+                if not spec.nullable:
+                    errors.append({"field": spec.name, "problem": "missing from the stored features"})
                 continue
             _, problem = spec.check(record[spec.column])
             if problem is not None:

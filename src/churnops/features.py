@@ -58,7 +58,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self.numeric_ = list(self.numeric)
         self.ratios_ = {k: (v[0], v[1]) for k, v in (self.ratios or {}).items()}
         self.vocab_ = {col: {cat: i for i, cat in enumerate(values)} for col, values in cats.items()}
-        self.fill_ = {col: self._fill_value(col, dict(policy), X) for col, policy in (self.missing or {}).items()}
+        policies = dict(self.missing or {})
+        self.fill_ = {col: self._fill_value(col, dict(policy), X) for col, policy in policies.items()}
         self.indicators_ = [col for col, policy in (self.missing or {}).items() if policy.get("indicator")]
         names = [*self.numeric_, *self.ratios_]
         for col, values in cats.items():

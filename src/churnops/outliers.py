@@ -205,14 +205,13 @@ def fit_outlier_detector(reference: pd.DataFrame, schema: Any, seed: int, *, n_e
     from sklearn import __version__ as sklearn_version
     from sklearn.ensemble import IsolationForest
 
-    encoder = FeatureEncoder.from_schema(schema).fit()
+    encoder = FeatureEncoder.from_schema(schema).fit(reference)  # fill values (schema.missing) from it
     X = encoder.transform(reference)  # noqa: N806
     if len(X) < 2:
         raise ValueError(f"the reference has {len(X)} rows: an outlier detector needs at least 2")
     forest = IsolationForest(n_estimators=n_estimators, max_samples=min(max_samples, len(X)),
                              contamination=contamination, random_state=seed, n_jobs=1).fit(X)
-    encoder_config = {"numeric": list(encoder.numeric), "categorical": dict(encoder.categorical or {}),
-                      "ratios": {k: list(v) for k, v in (encoder.ratios or {}).items()}}
+    encoder_config = encoder.fitted_config()
     meta = {"seed": seed, "n_estimators": n_estimators, "max_samples": int(forest._max_samples),
             "contamination": contamination, "range_margin": range_margin, "reference_rows": len(X),
             "sklearn": sklearn_version, "feature_names": list(encoder.feature_names_)}

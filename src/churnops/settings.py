@@ -66,8 +66,8 @@ class Target(_Strict):
     @classmethod
     def _label_text(cls, value: Any) -> Any:
         if isinstance(value, bool):  # `positive: true` unquoted (Yes/No/On/Off stay text: see load_params)
-            raise ValueError(f"YAML reads an unquoted {str(value).lower()} as a boolean, not a label: write the "
-                             f"label as the data spells it, in quotes (e.g. positive: \"{value}\")")
+            raise ValueError(f"YAML reads an unquoted {str(value).lower()} as a boolean, not a label: write "
+                             f"the label as the data spells it, in quotes (e.g. positive: \"{value}\")")
         if isinstance(value, int):  # labels 1 / 0: the table holds them as the text "1" / "0"
             return str(value)
         return value
@@ -130,7 +130,8 @@ class SchemaSettings(_Strict):
     def _check_policy(self, col: str, policy: MissingPolicy) -> None:
         where = f"schema.missing.{col}"
         if col not in self.numeric and col not in self.categorical:
-            never = " (id and label are never optional)" if col in (self.id_column, self.target.column) else ""
+            keyed = col in (self.id_column, self.target.column)
+            never = " (id and label are never optional)" if keyed else ""
             raise ValueError(f"{where}: {col!r} is not a feature column{never}")
         if col in self.categorical:
             if policy.impute == "median":
@@ -187,7 +188,7 @@ class DataSettings(_Strict):
 class ValidateSettings(_Strict):
     min_rows: int = Field(200, ge=1)
     min_class_count: int = Field(30, ge=1)
-    max_missing_fraction: float = Field(0.0, ge=0, le=1)
+    max_missing_fraction: float = Field(0.5, ge=0, le=1)  # columns with a missing-value policy only
     unknown_category: Literal["error", "warn"] = "error"
     max_examples: int = Field(5, ge=1)
 

@@ -11,14 +11,19 @@ import pytest
 
 from churnops.data.ingest import read_table
 from churnops.data.validate import DataValidationError, ValidationReport, validate_table
-from churnops.settings import ValidateSettings
+from churnops.settings import SchemaSettings, ValidateSettings
+
+
+def with_policies(schema: SchemaSettings, **policies: dict) -> SchemaSettings:
+    """The schema with missing-value policies (params.yaml schema.missing) for some columns."""
+    return SchemaSettings.model_validate({**schema.model_dump(), "missing": policies})
 
 
 @pytest.fixture
 def check(schema, rules) -> Callable[..., ValidationReport]:
-    """read_table + validate_table on a path, with rule overrides."""
+    """read_table + validate_table on a path, with rule overrides (and optionally another schema)."""
 
-    def _check(path: Path, **overrides) -> ValidationReport:
+    def _check(path: Path, *, schema: SchemaSettings = schema, **overrides) -> ValidationReport:
         effective = ValidateSettings(**{**rules.model_dump(), **overrides})
         return validate_table(read_table(path, schema), schema, effective, source=str(path))
 
@@ -291,12 +296,42 @@ def test_missing_values_are_an_error_above_the_allowed_fraction(table, check) ->
     assert "1.00%" in issue.message
 
 
-def test_missing_values_within_the_allowed_fraction_are_a_warning(table, check) -> None:
+def test_blanks_in_a_column_without_a_policy_are_an_error_that_says_how_to_declare_one(table, check) -> None:
+    def edit(rows, header):
+        rows[3]["Credit_Limit"] = " "  # a telecom-style blank: one space
+        rows[7]["Credit_Limit"] = ""
+
+    report = check(table(edit), max_missing_fraction=0.9)  # the fraction is no licence without a policy
+
+    issue = only(report, "missing_values", "Credit_Limit")
+    assert issue.severity == "error" and issue.rows == 2 and not report.find("not_numeric")
+    assert "schema.missing" in issue.message and "Credit_Limit: {impute: median}" in issue.message
+
+
+def test_an_imputed_column_above_the_allowed_fraction_or_entirely_empty_is_an_error(table, check,
+                                                                                    schema) -> None:
+    def edit(rows, header):
+        for i, row in enumerate(rows):
+            row["Credit_Limit"] = ""
+            if i % 2:
+                row["Gender"] = ""
+
+    report = check(table(edit), schema=with_policies(schema, Credit_Limit={"impute": "median"},
+                                                     Gender={"impute": "most_frequent"}),
+                   max_missing_fraction=0.3)
+    assert "every row is empty" in only(report, "missing_values", "Credit_Limit").message
+    gender = only(report, "missing_values", "Gender")
+    assert gender.severity == "error" and "above max_missing_fraction 0.3" in gender.message
+
+
+def test_missing_values_of_columns_with_an_imputation_policy_are_a_warning(table, check, schema) -> None:
     def edit(rows, header):
         rows[3]["Marital_Status"] = ""
-        rows[4]["Dependent_count"] = ""
+        rows[4]["Dependent_count"] = "  "  # whitespace only: missing too
 
-    report = check(table(edit), max_missing_fraction=0.01)
+    policies = with_policies(schema, Marital_Status={"impute": "most_frequent"},
+                             Dependent_count={"impute": "median", "indicator": True})
+    report = check(table(edit), schema=policies, max_missing_fraction=0.01)
 
     assert only(report, "missing_values", "Marital_Status").severity == "warning"
     assert report.ok
@@ -403,7 +438,7 @@ def test_unlabelled_still_requires_the_id(table, schema, rules) -> None:
 # -- warnings never stop -------------------------------------------------------------------------------
 
 
-def test_warnings_alone_keep_the_table_valid(table, check) -> None:
+def test_warnings_alone_keep_the_table_valid(table, check, schema) -> None:
     def edit(rows, header):
         header.append("Branch")
         rows[0]["Education_Level"] = "Apprenticeship"
@@ -412,7 +447,8 @@ def test_warnings_alone_keep_the_table_valid(table, check) -> None:
     path = table(edit)
     path.write_text(path.read_text() + "\n")  # a blank line at the end
 
-    report = check(path, unknown_category="warn", max_missing_fraction=0.05)
+    policies = with_policies(schema, Income_Category={"impute": "constant", "value": "Unknown"})
+    report = check(path, schema=policies, unknown_category="warn", max_missing_fraction=0.05)
 
     rules_seen = {i.rule for i in report.issues}
     assert rules_seen == {"extra_column", "unknown_category", "missing_values", "blank_rows"}

@@ -9,7 +9,8 @@ The result
 ----------
 - one object column of ``str`` per schema column found in the header, in the schema's order (id, features,
   target); every value as written, so ``"Unknown"``, ``"NA"`` or ``"nan"`` stay strings;
-- an empty field (``,,`` or ``,"",``) is missing: ``None`` (``pd.isna`` is true);
+- an empty or whitespace-only field (``,,``, ``,"",`` or ``, ,``) is missing: ``None`` (``pd.isna`` is
+  true); what a missing value means is the schema's missing-value policy (``schema.missing``);
 - the schema's ``drop_columns`` (label leaks) and columns the schema does not know are never read;
 - rows whose every schema field is empty (blank lines, ``,,,,``) are dropped and their line numbers recorded;
 - a ``RangeIndex``; :func:`line_numbers` maps row positions back to lines of the file (header = line 1;
@@ -100,6 +101,7 @@ def read_table(path: Path | str, schema: SchemaSettings) -> pd.DataFrame:
     table, bad = _parse(path, header, keep)
     if bad.count:
         raise IngestError(_ragged_message(path, bad, table.num_rows, size))
+    table = _blank_to_null(table)
     table, blank_lines = _drop_blank_rows(table)
     if table.num_rows == 0:
         raise IngestError(_no_rows(path, header))
@@ -233,6 +235,20 @@ def _parse(path: Path, header: list[str], keep: list[str]):  # -> (pyarrow.Table
     if not keep:
         table = table.select([])
     return table, bad
+
+
+def _blank_to_null(table):  # (pyarrow.Table) -> pyarrow.Table
+    """Whitespace-only fields (a telecom export's ``" "``) are missing values, as empty ones are."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = []
+    for column in table.columns:
+        blank = pc.match_substring_regex(column, r"^\s+$")
+        if pc.any(blank).as_py():
+            column = pc.if_else(blank, pa.scalar(None, pa.string()), column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
 
 
 def _drop_blank_rows(table):  # (pyarrow.Table) -> (pyarrow.Table, list[int])

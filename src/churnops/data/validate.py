@@ -18,8 +18,10 @@ not_numeric          a numeric column holds text: anything but a plain decimal n
 not_integer          an integer column holds a fraction (``45.0`` is fine) [error]
 out_of_range         a number outside the column's [min, max] [error]
 unknown_category     a category outside the schema's list [error, or warning with unknown_category: warn]
-missing_values       empty fields: error above max_missing_fraction of the rows (always for id and target),
-                     warning when some are missing but no more than that [error|warning]
+missing_values       empty (or whitespace-only) fields. A feature column with a missing-value policy
+                     (schema.missing: impute median / most_frequent / constant) has them filled by the
+                     model's encoder: warning, error only above max_missing_fraction or when every row is
+                     empty. Any other column refuses them: error (always for id and target) [error|warning]
 duplicate_id         an id on more than one row (count = rows involved) [error]
 unknown_label        a target value that is neither the positive nor the negative label [error]
 too_few_rows         fewer rows than min_rows [error]
@@ -390,14 +392,27 @@ class _Checker:
             return
         fraction = count / self.n if self.n else 0.0
         limit = self.rules.max_missing_fraction
-        keyed = column in (self.schema.id_column, self.schema.target.column)
-        if keyed or fraction > limit:
-            why = "id and label are never optional" if keyed else f"above max_missing_fraction {limit}"
+        policy = self.schema.missing.get(column)
+        if policy is None:
+            keyed = column in (self.schema.id_column, self.schema.target.column)
+            impute = "median" if column in self.schema.numeric else "most_frequent"
+            why = ("id and label are never optional" if keyed else
+                   f"the column has no missing-value policy: declare one under schema.missing in params.yaml "
+                   f"(e.g. {column}: {{impute: {impute}}}) or fill the blanks")
             self.add(column, "missing_values", "error", missing,
                      f"{fraction:.2%} of the rows are empty ({why})")
+            return
+        how = f"imputed by {policy.impute}" + (f" {policy.value!r}" if policy.value is not None else "") + (
+            " with a missing-indicator feature" if policy.indicator else "")
+        if count == self.n:
+            self.add(column, "missing_values", "error", missing,
+                     f"every row is empty: nothing to learn or impute ({how}) from")
+        elif fraction > limit:
+            self.add(column, "missing_values", "error", missing,
+                     f"{fraction:.2%} of the rows are empty, above max_missing_fraction {limit} ({how})")
         else:
             self.add(column, "missing_values", "warning", missing,
-                     f"{fraction:.2%} of the rows are empty (tolerated up to max_missing_fraction {limit})")
+                     f"{fraction:.2%} of the rows are empty: {how} (schema.missing)")
 
     # -- the table as a whole ------------------------------------------------------------------------
     def table(self, typed: dict[str, pd.Series]) -> None:

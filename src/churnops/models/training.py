@@ -100,10 +100,10 @@ def split_features(
         raise TrainingDataError(f"{source}: column {label!r} must hold 0/1 only, found {bad}")
     if y.nunique() < 2:
         raise TrainingDataError(f"{source}: column {label!r} holds a single class; need churned and not")
-    nulls = [c for c in schema.feature_columns if frame[c].isna().any()]
-    if nulls:
-        raise TrainingDataError(f"{source}: missing values in feature columns {nulls} "
-                                f"(validate the data first)")
+    nulls = [c for c in schema.feature_columns if c not in schema.missing and frame[c].isna().any()]
+    if nulls:  # columns with a policy (schema.missing) are filled by the model's FeatureEncoder
+        raise TrainingDataError(f"{source}: missing values in feature columns {nulls}, which have no "
+                                f"missing-value policy (schema.missing; validate the data first)")
     return frame[schema.feature_columns], y.to_numpy(dtype=int)
 
 
