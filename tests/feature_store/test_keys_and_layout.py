@@ -81,6 +81,24 @@ def test_layout_refuses_missing_values_and_unknown_categories(settings: Any) -> 
         layout.decode(b"short")
 
 
+def test_columns_with_a_missing_value_policy_are_stored_missing_and_read_as_none(settings: Any) -> None:
+    from churnops.settings import SchemaSettings
+
+    schema = SchemaSettings.model_validate({**settings.schema.model_dump(), "missing": {
+        "Credit_Limit": {"impute": "median"}, "Customer_Age": {"impute": "median"},
+        "Gender": {"impute": "most_frequent"}}})
+    layout = fs.Layout.from_schema(schema)
+    assert fs.Layout.from_json(layout.to_json()) == layout
+    rows = [_row(settings, Credit_Limit=float("nan"), Customer_Age=None, Gender=None), _row(settings)]
+    packed = layout.encode(pd.DataFrame(rows, columns=schema.feature_columns))
+    gap = layout.decode(packed[0].tobytes())
+    assert gap["Credit_Limit"] is None and gap["Customer_Age"] is None and gap["Gender"] is None
+    assert layout.decode(packed[1].tobytes()) == rows[1]
+    with pytest.raises(fs.FeatureStoreError, match=r"'Total_Trans_Amt' has 1 missing"):  # no policy
+        layout.encode(pd.DataFrame([_row(settings, Total_Trans_Amt=float("nan"))],
+                                   columns=schema.feature_columns))
+
+
 def test_a_chunk_is_exactly_the_protocol_redis_py_would_send(settings: Any) -> None:
     """Vectorised RESP packing gives byte for byte redis-py's own HSET commands (rows grouped by key
     length, in order within a group)."""

@@ -139,6 +139,24 @@ def test_predict_fills_a_null_or_omitted_field_as_training_did(trained: ModelSto
     assert named[f"Education_Level={encoder.fill_['Education_Level']}"] == 1
 
 
+def test_a_customer_with_gaps_in_the_feature_store_is_scored_by_id(trained: ModelStore, server: Any) -> None:
+    from churnops import registry
+    from churnops.feature_store import FeatureStore
+
+    FeatureStore.from_settings(trained.settings).push(trained.features)  # the gold layer, gaps included
+    schema = trained.settings.schema
+    gold = trained.gold
+    gappy = gold[gold["Credit_Limit"].isna() & gold["Education_Level"].notna()].iloc[0]
+    answer = requests.post(server.url + "/predict", json={"customer_id": str(gappy[schema.id_column])},
+                           timeout=30)
+    assert answer.status_code == 200, answer.text
+    champion = registry.load_version(trained.settings, trained.versions[0])
+    frame = pd.DataFrame([gappy[schema.feature_columns]])
+    frame["Credit_Limit"] = frame["Credit_Limit"].astype(float)
+    expected = float(champion.scorer.pipeline.predict_proba(frame)[0, 1])
+    assert answer.json()["attrition_probability"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_a_null_field_without_a_policy_is_refused_by_name(trained: ModelStore, server: Any) -> None:
     body = body_of(trained, trained.gold.dropna().iloc[1])
     body["customer_age"] = None

@@ -16,7 +16,7 @@ from churnops.feature_store.errors import FeatureStoreError
 from churnops.settings import SchemaSettings
 
 FORMAT = "churnops-fs/1"  # packed little-endian float64 numerics, then uint16 category codes
-MISSING_CODE = 0xFFFF
+MISSING_CODE = 0xFFFF  # a missing category of an optional column (numerics: NaN)
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Layout:
     numeric: tuple[str, ...]
     integer: frozenset[str]
     categorical: tuple[tuple[str, tuple[str, ...]], ...]
+    optional: frozenset[str] = frozenset()  # columns with a missing-value policy: stored missing, read None
 
     @classmethod
     def from_schema(cls, schema: SchemaSettings) -> Layout:
@@ -37,6 +38,7 @@ class Layout:
             numeric=tuple(schema.numeric),
             integer=frozenset(c for c, spec in schema.numeric.items() if spec.integer),
             categorical=tuple((c, tuple(v)) for c, v in schema.categorical.items()),
+            optional=frozenset(schema.missing),
         )
 
     @property
@@ -57,7 +59,8 @@ class Layout:
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "numeric": list(self.numeric), "integer": sorted(self.integer),
-                           "categorical": {c: list(v) for c, v in self.categorical}})
+                           "categorical": {c: list(v) for c, v in self.categorical},
+                           "optional": sorted(self.optional)})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Layout:
@@ -66,7 +69,8 @@ class Layout:
             raise FeatureStoreError(f"feature set written in format {doc.get('format')!r}; this churnops "
                                     f"reads {FORMAT!r}: push the features again (churnops features push)")
         return cls(numeric=tuple(doc["numeric"]), integer=frozenset(doc["integer"]),
-                   categorical=tuple((c, tuple(v)) for c, v in doc["categorical"].items()))
+                   categorical=tuple((c, tuple(v)) for c, v in doc["categorical"].items()),
+                   optional=frozenset(doc.get("optional", ())))
 
     def encode(self, frame: pd.DataFrame, source: str = "frame") -> np.ndarray:
         """Pack the feature columns of `frame` (one record per row). Missing values, non-numeric numbers
@@ -81,6 +85,8 @@ class Layout:
             except (ValueError, TypeError) as exc:
                 raise FeatureStoreError(f"{source}: column {col!r} is not numeric: {exc}") from exc
             bad = ~np.isfinite(values)
+            if col in self.optional:
+                bad &= ~np.isnan(values)  # a gap the model's encoder fills (schema.missing)
             if bad.any():
                 raise FeatureStoreError(f"{source}: column {col!r} has {int(bad.sum())} missing or infinite "
                                         f"values; the gold layer must be complete (run the pipeline's "
@@ -89,6 +95,10 @@ class Layout:
         for col, cats in self.categorical:
             codes = pd.Categorical(frame[col], categories=list(cats)).codes
             bad = codes < 0
+            if col in self.optional:
+                gap = frame[col].isna().to_numpy()
+                bad &= ~gap
+                codes = np.where(gap, MISSING_CODE, codes)
             if bad.any():
                 examples = sorted(set(map(str, frame[col][bad].head(20))))[:5]
                 raise FeatureStoreError(f"{source}: column {col!r} has {int(bad.sum())} values outside its "
@@ -106,8 +116,14 @@ class Layout:
         row: dict[str, Any] = {}
         n = len(self.numeric)
         for col, value in zip(self.numeric, values[:n], strict=True):
-            row[col] = int(value) if col in self.integer else value
+            if value != value and col in self.optional:  # NaN: missing
+                row[col] = None
+            else:
+                row[col] = int(value) if col in self.integer else value
         for (col, cats), code in zip(self.categorical, values[n:], strict=True):
+            if code == MISSING_CODE and col in self.optional:
+                row[col] = None
+                continue
             if code >= len(cats):
                 raise FeatureStoreError(f"stored code {code} of column {col!r} is outside its "
                                         f"{len(cats)} categories: the feature set is corrupt; push it again")

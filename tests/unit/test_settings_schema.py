@@ -1,0 +1,81 @@
+"""The schema section of params.yaml: labels written Yes/No, missing-value policies checked when loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from churnops.settings import SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def params_with(tmp_path: Path, schema_text: str) -> Path:
+    """params.yaml with the `schema.target` / `schema.missing` lines replaced by `schema_text` (raw YAML, so
+    unquoted words reach the loader exactly as a user writes them)."""
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    start = lines.index("  target:")
+    out = [*lines[:start], *schema_text.strip("\n").splitlines(), *lines[start + 4:]]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def test_labels_written_yes_and_no_unquoted_are_read_as_the_text(tmp_path: Path) -> None:
+    path = params_with(tmp_path, """
+  target:
+    column: Churn
+    positive: Yes
+    negative: No
+""")
+    settings = load_settings(home=tmp_path, params_path=path, env={})
+    assert (settings.schema.target.positive, settings.schema.target.negative) == ("Yes", "No")
+    assert settings.params.evaluate.tune_threshold is True  # true/false stay booleans
+    assert yaml.safe_load(path.read_text())["schema"]["target"]["positive"] is True  # what YAML 1.1 would do
+
+
+def test_a_label_written_true_says_it_must_be_quoted(tmp_path: Path) -> None:
+    path = params_with(tmp_path, """
+  target:
+    column: Churn
+    positive: true
+    negative: false
+""")
+    with pytest.raises(SettingsError, match=r'target.positive: .*boolean.*quotes \(e.g. positive: "True"'):
+        load_settings(home=tmp_path, params_path=path, env={})
+
+
+def test_numeric_labels_are_text_as_in_the_table(tmp_path: Path) -> None:
+    path = params_with(tmp_path, """
+  target:
+    column: Exited
+    positive: 1
+    negative: 0
+""")
+    target = load_settings(home=tmp_path, params_path=path, env={}).schema.target
+    assert (target.positive, target.negative) == ("1", "0")
+
+
+@pytest.mark.parametrize("policy,message", [
+    ("Gender: {impute: median}", "median needs a numeric column"),
+    ("Gender: {impute: constant, value: X}", "value 'X' is not one of"),
+    ("Customer_Age: {impute: constant, value: 7}", "value 7.0 is not a valid Customer_Age"),
+    ("Customer_Age: {impute: constant, value: 30.5}", "is not a valid Customer_Age"),
+    ("Customer_Age: {impute: constant}", "constant needs a value"),
+    ("CLIENTNUM: {impute: most_frequent}", "never optional"),
+    ("Credit_Limit: {impute: mean}", "Input should be 'median', 'most_frequent' or 'constant'"),
+])
+def test_missing_value_policies_are_checked_when_loaded(tmp_path: Path, policy: str, message: str) -> None:
+    path = params_with(tmp_path, f"""
+  target:
+    column: Attrition_Flag
+    positive: Attrited Customer
+    negative: Existing Customer
+  missing:
+    {policy}
+""")
+    with pytest.raises(SettingsError, match="schema") as err:
+        load_settings(home=tmp_path, params_path=path, env={})
+    assert message in str(err.value)
