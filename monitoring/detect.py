@@ -13,6 +13,11 @@ Pure: no I/O, no settings file, no service. Steps:
    that would have to change category). Both are sample-size free, unlike p-values, which on large
    windows flag shifts far too small to matter. (The KS statistic is not used as the floor: on peaked or
    atom-laden columns such as BankChurners' zero revolving balances it jumps for tiny shifts.)
+
+Columns with a missing-value policy (params.yaml ``schema.missing``) may hold gaps, in the reference (the
+training rows) and in windows (/predict filled a null field): a numeric column is tested on its present
+values; a categorical column counts its gaps as one more category, so a change in how often the field is
+left empty is tested too. Any other column with a gap is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from monitoring.backends import Backend, Correction, EncodedColumns, get_backend, ks_and_wasserstein
+from monitoring.backends import (
+    Backend,
+    Correction,
+    EncodedColumns,
+    GapsNotSupported,
+    get_backend,
+    ks_and_wasserstein,
+)
 
 Status = Literal["drift", "no_drift", "not_enough_data"]
 EXIT_CODES: dict[str, int] = {"no_drift": 0, "drift": 3, "not_enough_data": 4}
@@ -137,8 +149,12 @@ class DriftResult:
 
 # -- encoding ------------------------------------------------------------------------------------
 
-def _numeric(frame: pd.DataFrame, col: str, role: str) -> np.ndarray:
-    """The column's values as a sorted float64 array (the univariate tests need only the marginal)."""
+MISSING_CATEGORY = "(missing)"  # the code of a gap in an optional categorical column
+
+
+def _numeric(frame: pd.DataFrame, col: str, role: str, optional: bool = False) -> np.ndarray:
+    """The column's values as a sorted float64 array (the univariate tests need only the marginal); the
+    gaps of an optional column are left out."""
     series = frame[col]
     try:
         # a copy (sorted in place below, the frame is untouched); nullable NA -> NaN
@@ -149,13 +165,19 @@ def _numeric(frame: pd.DataFrame, col: str, role: str) -> np.ndarray:
     values.sort()
     if len(values) and np.isnan(values[-1]):  # NaN sorts last
         missing = int(np.isnan(values).sum())
+        if optional:
+            return values[: len(values) - missing]
         raise DriftInputError(f"{role} column {col!r} has {missing} missing values: drift tests need "
                               "complete rows (validate the data first, or drop incomplete rows)")
     return values
 
 
-def _codes(series: pd.Series, vocab_index: dict[Any, int], col: str, role: str) -> np.ndarray:
-    """Integer codes of a column's values in a vocabulary; values not yet in it are appended to it."""
+def _codes(series: pd.Series, vocab_index: dict[Any, int], col: str, role: str,
+           optional: bool = False) -> np.ndarray:
+    """Integer codes of a column's values in a vocabulary; values not yet in it are appended to it. The gaps
+    of an optional column are coded as the category ``(missing)``."""
+    if optional and series.isna().any():
+        series = series.astype(object).where(series.notna(), MISSING_CATEGORY)
     if isinstance(series.dtype, pd.CategoricalDtype):
         local_codes = series.cat.codes.to_numpy()
         uniques = list(series.cat.categories)
@@ -184,28 +206,32 @@ class EncodedReference:
     numeric_features: list[str]
     categorical_features: list[str]
     scale: dict[str, float]  # numeric column -> reference standard deviation
+    optional: frozenset[str] = frozenset()  # columns that may hold gaps (schema.missing)
 
 
 def encode_reference(reference: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str],
-                     categories: Mapping[str, Sequence[str]] | None = None) -> EncodedReference:
+                     categories: Mapping[str, Sequence[str]] | None = None,
+                     optional: Sequence[str] = ()) -> EncodedReference:
     _require_columns(reference, [*numeric, *categorical], "reference")
+    gaps = frozenset(optional)
     vocab: dict[str, dict[str, int]] = {}
     cat_codes: dict[str, np.ndarray] = {}
     for col in categorical:
         # the schema's categories first (stable codes), then anything else the data holds
         vocab[col] = {str(c): i for i, c in enumerate((categories or {}).get(col, []))}
-        cat_codes[col] = _codes(reference[col], vocab[col], col, "reference")
-    num_cols = {c: _numeric(reference, c, "reference") for c in numeric}
+        cat_codes[col] = _codes(reference[col], vocab[col], col, "reference", col in gaps)
+    num_cols = {c: _numeric(reference, c, "reference", c in gaps) for c in numeric}
     cols = EncodedColumns(num_cols, cat_codes, len(reference))
     scale = {c: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for c, v in cols.numeric.items()}
-    return EncodedReference(cols, vocab, list(numeric), list(categorical), scale)
+    return EncodedReference(cols, vocab, list(numeric), list(categorical), scale, gaps)
 
 
 def encode_current(ref: EncodedReference, current: pd.DataFrame) -> EncodedColumns:
     _require_columns(current, [*ref.numeric_features, *ref.categorical_features], "current")
+    gaps = ref.optional
     return EncodedColumns(
-        {c: _numeric(current, c, "current") for c in ref.numeric_features},
-        {c: _codes(current[c], ref.vocab[c], c, "current") for c in ref.categorical_features},
+        {c: _numeric(current, c, "current", c in gaps) for c in ref.numeric_features},
+        {c: _codes(current[c], ref.vocab[c], c, "current", c in gaps) for c in ref.categorical_features},
         len(current))
 
 
@@ -237,7 +263,8 @@ class DriftDetector:
 
     def __init__(self, reference: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str],
                  config: DriftConfig, *, categories: Mapping[str, Sequence[str]] | None = None,
-                 reference_version: str | None = None, backend: Backend | None = None) -> None:
+                 reference_version: str | None = None, backend: Backend | None = None,
+                 optional: Sequence[str] = ()) -> None:
         self.config = config
         self.reference_version = reference_version
         if len(reference) < config.min_window:
@@ -245,15 +272,18 @@ class DriftDetector:
                 f"the reference has only {len(reference)} rows, fewer than monitoring.min_window "
                 f"({config.min_window}): it cannot stand for the training distribution; check the model's "
                 "reference/reference.parquet artifact")
-        self.reference = encode_reference(reference, numeric, categorical, categories)
+        self.reference = encode_reference(reference, numeric, categorical, categories, optional)
         self.backend = backend or get_backend(config.backend)
-        self._prepared = self.backend.prepare(self.reference.columns, config.p_value, config.correction)
+        try:
+            self._prepared = self.backend.prepare(self.reference.columns, config.p_value, config.correction)
+        except GapsNotSupported as exc:
+            raise DriftInputError(f"reference: {exc}") from exc
 
     @classmethod
     def from_schema(cls, reference: pd.DataFrame, schema: Any, config: DriftConfig,
                     **kwargs: Any) -> DriftDetector:
         return cls(reference, list(schema.numeric), list(schema.categorical), config,
-                   categories=schema.categorical, **kwargs)
+                   categories=schema.categorical, optional=list(schema.missing), **kwargs)
 
     def check(self, current: pd.DataFrame, *, source: dict[str, Any] | None = None) -> DriftResult:
         cfg = self.config
@@ -265,7 +295,10 @@ class DriftDetector:
                 message=f"the window has {len(current)} rows; at least {cfg.min_window} are needed "
                         "(monitoring.min_window) for a test that can be trusted", **common)
         cur = encode_current(self.reference, current)
-        outcome = self._prepared.test(cur)
+        try:
+            outcome = self._prepared.test(cur)
+        except GapsNotSupported as exc:
+            raise DriftInputError(f"current window: {exc}") from exc
         ref = self.reference.columns
         w1 = outcome.wasserstein or {}
         features: list[FeatureDrift] = []

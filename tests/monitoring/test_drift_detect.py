@@ -137,3 +137,28 @@ def test_bonferroni_and_benjamini_hochberg_thresholds():
     assert thr == pytest.approx(0.02) and sig.tolist() == [True, True, False, False, False]
     sig, thr = benjamini_hochberg(np.array([0.2, 0.5]), 0.05)
     assert not sig.any() and thr == pytest.approx(0.025)
+
+
+def test_gaps_in_columns_with_a_missing_value_policy_are_tested_on_what_is_present(reference, make_table,
+                                                                                   schema):
+    from churnops.settings import SchemaSettings
+
+    with_gaps = SchemaSettings.model_validate({**schema.model_dump(), "missing": {
+        "Credit_Limit": {"impute": "median"}, "Gender": {"impute": "most_frequent"}}})
+    ref = reference.copy()
+    ref.loc[ref.index[::40], ["Credit_Limit", "Gender"]] = None  # the training rows had gaps
+    same = make_table(800, seed=2)
+    same.loc[same.index[::40], ["Credit_Limit", "Gender"]] = None  # so do the requests /predict filled
+    assert check_drift(ref, same, with_gaps, CFG).status == "no_drift"
+
+    emptier = make_table(800, seed=2)
+    emptier.loc[emptier.index[::3], "Gender"] = None  # a third of the requests now leave gender out
+    result = check_drift(ref, emptier, with_gaps, CFG)
+    assert result.drifted_features == ["Gender"]
+
+    with pytest.raises(DriftInputError, match="'Total_Trans_Amt' has 1 missing"):  # no policy: refused
+        gap = make_table(800, seed=2)
+        gap.loc[3, "Total_Trans_Amt"] = None
+        check_drift(ref, gap, with_gaps, CFG)
+    with pytest.raises(DriftInputError, match="use monitoring.backend: scipy"):
+        check_drift(ref, same, with_gaps, DriftConfig(backend="alibi", min_window=300))
