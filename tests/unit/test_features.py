@@ -116,3 +116,29 @@ def test_columns_without_a_policy_stay_refused_and_median_needs_training_rows() 
     encoder = _imputing_encoder(_with_gaps(50, seed=6))
     (row,) = encoder.encode_records([{"a": 1.0, "b": float("nan"), "c": 1.0, "g": "F", "card": "Blue"}])
     assert np.isnan(row[1])  # b has no policy: its gap is not silently filled (validation refuses it first)
+
+
+def test_compiled_trees_score_imputed_rows_one_at_a_time_as_in_a_batch_and_as_the_library() -> None:
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    from churnops.scoring import Scorer
+
+    def sane(rows: list[dict]) -> list[dict]:  # no 1e-300 denominators: c / a must fit XGBoost's float32
+        return [r | {"a": 0.5} if r["a"] is not None and abs(r["a"]) < 1e-3 else r for r in rows]
+
+    frame = pd.DataFrame(sane(_with_gaps(600, seed=7)))
+    y = ((frame["b"] > 1) ^ frame["a"].isna()).astype(int).to_numpy()  # the gap itself carries signal
+    encoder = FeatureEncoder(numeric=["a", "b", "c"], categorical=CATEGORIES,
+                             ratios={"a_per_b": ["a", "b"], "c_per_a": ["c", "a"]}, missing=POLICIES)
+    pipeline = Pipeline([("encode", encoder), ("model", XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1,
+                                                                      random_state=0))]).fit(frame, y)
+    scorer = Scorer(pipeline)
+    assert scorer.describe()["path"] == "compiled"
+    records = sane(_with_gaps(200, seed=8))
+    batch = scorer.predict_proba_records(records)
+    one_by_one = np.concatenate([scorer.predict_proba_records([r]) for r in records])
+    np.testing.assert_array_equal(one_by_one, batch)
+    np.testing.assert_array_equal(scorer.predict_proba_frame(pd.DataFrame(records)), batch)
+    library = pipeline.predict_proba(pd.DataFrame(records))[:, 1]
+    np.testing.assert_allclose(batch, library, rtol=0, atol=1e-6)
