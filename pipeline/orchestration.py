@@ -44,6 +44,7 @@ log = get_logger(__name__)
 
 RUNS_DIR = Path("data/runs")  # per-run workspaces, relative to the project home
 ENV_SERVING_URL = "CHURNOPS_SERVING_URL"
+ENV_SERVING_TOKEN = "CHURNOPS_SERVING_TOKEN"  # an operator token of serving, when it requires tokens
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -396,6 +397,7 @@ def notify_serving(
 
     Serving polls the registry every ``serving.reload_interval_s``: nothing is pushed to it, this only
     confirms the switch. Without CHURNOPS_SERVING_URL it logs that serving will pick the champion up.
+    When serving requires tokens, CHURNOPS_SERVING_TOKEN holds one of its operator tokens.
     """
     import requests
 
@@ -411,12 +413,14 @@ def notify_serving(
         )
         return {"status": "not_checked", "champion": version, "reload_interval_s": interval}
     timeout_s = timeout_s if timeout_s is not None else max(30.0, 3 * interval)
+    token = os.environ.get(ENV_SERVING_TOKEN)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + timeout_s
     seen: str | None = None
     error: str | None = None
     while True:
         try:
-            resp = requests.get(url.rstrip("/") + "/model", timeout=5)
+            resp = requests.get(url.rstrip("/") + "/model", headers=headers, timeout=5)
             if resp.status_code == 200:
                 seen = str(resp.json().get("version"))
                 error = None

@@ -250,6 +250,19 @@ def test_tokens_guard_predict_and_the_operator_endpoints_separately(direct_serve
         assert call("GET", path, None).status_code == 200
 
 
+def test_the_training_run_confirms_the_champion_with_an_operator_token(
+        direct_server: LiveServer, model_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.orchestration import ENV_SERVING_TOKEN, notify_serving
+
+    version = model_store.versions[0]
+    monkeypatch.delenv(ENV_SERVING_TOKEN, raising=False)
+    refused = notify_serving(model_store.settings, version, url=direct_server.url, timeout_s=1, poll_s=0.2)
+    assert refused["status"] == "timeout" and refused["error"] == "HTTP 401"
+    monkeypatch.setenv(ENV_SERVING_TOKEN, OPERATOR_TOKEN)
+    confirmed = notify_serving(model_store.settings, version, url=direct_server.url, timeout_s=30)
+    assert confirmed["status"] == "confirmed"
+
+
 def test_openapi_declares_the_bearer_schemes(direct_server: LiveServer) -> None:
     spec = requests.get(direct_server.url + "/openapi.json", timeout=10).json()
     schemes = spec["components"]["securitySchemes"]
