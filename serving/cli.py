@@ -7,6 +7,8 @@ import importlib
 import ipaddress
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -80,6 +82,8 @@ def serve(app: AppContext, host: str, port: int, workers: int | None, threads: i
         _warn_open(host, port)
     cfg = settings.params.serving
     proxy = None
+    # a stop before gunicorn's own signal handlers are in place still removes the front's run directory
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if (front or cfg.front) == "nginx":
         try:
             proxy = Front.prepare(host, port, max_body_bytes=cfg.max_body_bytes,
@@ -87,14 +91,19 @@ def serve(app: AppContext, host: str, port: int, workers: int | None, threads: i
                                   keepalive_s=cfg.keepalive_s, access_log=access_log)
         except FrontError as exc:
             raise click.ClickException(str(exc)) from exc
-    metrics_dir = _metrics_dir()
-    factory = _factory(app_factory)
-    options = gunicorn_options(settings, host=host, port=port, workers=workers, threads=threads,
-                               access_log=access_log, front=proxy)
-    click.echo(f"serving on http://{host}:{port} (front={'nginx' if proxy else 'none'}, "
-               f"workers={options['workers']}, threads={options['threads']}, "
-               f"tokens={'required' if auth.enabled else 'none'}, metrics in {metrics_dir})", err=True)
-    GunicornApp(factory, settings, options).run()
+    master = os.getpid()
+    try:
+        metrics_dir = _metrics_dir()
+        factory = _factory(app_factory)
+        options = gunicorn_options(settings, host=host, port=port, workers=workers, threads=threads,
+                                   access_log=access_log, front=proxy)
+        click.echo(f"serving on http://{host}:{port} (front={'nginx' if proxy else 'none'}, "
+                   f"workers={options['workers']}, threads={options['threads']}, "
+                   f"tokens={'required' if auth.enabled else 'none'}, metrics in {metrics_dir})", err=True)
+        GunicornApp(factory, settings, options).run()
+    finally:
+        if proxy is not None and os.getpid() == master:
+            proxy.stop()
 
 
 def is_loopback(host: str) -> bool:
