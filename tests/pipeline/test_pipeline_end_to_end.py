@@ -216,3 +216,9 @@ def test_retraining_on_new_data_goes_through_the_promotion_gate(home: Path) -> N
     assert decision["champion_score"] is not None  # the old champion was re-scored on the new hold-out
     assert report["champion"] == ("2" if decision["promoted"] else "1")
     assert decision["reason"]
+    # the run report carries the paired comparison: difference, its interval, the decision
+    assert decision["decision"] in ("promoted", "kept", "undecided")
+    if decision["decision"] != "undecided":
+        cmp = decision["comparison"]
+        assert cmp["method"] == "delong" and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
+        assert decision["promoted"] == (cmp["ci_low"] > 0 and cmp["difference"] >= decision["margin"])
