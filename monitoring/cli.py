@@ -101,7 +101,9 @@ def drift_deliver(app: AppContext, as_json: bool) -> None:
     count as handled), 5 when some still wait for a receiver that failed.
     """
     from monitoring.alerts import Alerter
+    from monitoring.integrity import raise_integrity_alerts
 
+    raise_integrity_alerts(app.settings, deliver=False)  # refused models wait in the outbox like the rest
     alerter = Alerter.from_settings(app.settings)
     report = alerter.deliver_pending()
     if as_json:

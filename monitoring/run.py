@@ -86,6 +86,12 @@ def run_check(settings: Settings, *, current_path: Path | None = None, last_n: i
     out_dir = out_dir or settings.reports_dir / "drift"
     json_path, html_path = write_reports(result, out_dir, ref.frame, cur.frame)
     outcome = CheckOutcome(result, json_path, html_path)
+    if alert:  # a refused model (files changed in the artifact store) pages on-call with every check
+        from monitoring.integrity import raise_integrity_alerts
+
+        integrity = raise_integrity_alerts(settings)
+        if integrity:
+            outcome.actions["integrity"] = integrity
     if result.drift and alert:
         outcome.actions["alert"] = _alert(settings, result, html_path)
     if result.drift and (mon.retrain.enabled if retrain is None else retrain):

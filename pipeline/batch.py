@@ -2,7 +2,9 @@
 
 `churnops score` and the ``churn_batch_scoring`` DAG call :func:`score_customers`:
 
-1. load the champion once (``@champion`` resolved to a version) and its outlier detector;
+1. load the champion once (``@champion`` resolved to a version) and its outlier detector, their files
+   checked against the SHA-256 recorded at registration (a mismatch refuses the run, writes nothing and
+   raises a critical alert: :mod:`monitoring.integrity`);
 2. read ``<features_dir>/customers.parquet`` (id + feature columns; the label is never read) and score it
    in chunks: churn probability, risk level (``serving.risk_levels``), anomaly flag and score;
 3. write the run's rows to the scores table (``batch.table`` in ``CHURNOPS_DATABASE_URL``: SQLite by
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from churnops.integrity import IntegrityError
 from churnops.io import atomic_path
 from churnops.logs import get_logger, progress
 from churnops.settings import Settings
@@ -122,9 +125,8 @@ def _outlier_detector(settings: Settings, champion: Any):  # -> churnops.outlier
     from churnops import registry
     from churnops.outliers import fit_from_settings
 
-    logged = registry.load_outlier_detector(settings, champion.version, run_id=champion.run_id)
-    if logged is not None:
-        return logged
+    if champion.outliers is not None:  # logged with the run, checked with the model when it was loaded
+        return champion.outliers
     log.info(
         "batch.outliers_fitted",
         model_version=champion.version,
@@ -246,6 +248,12 @@ def score_customers(
         champion = registry.load_champion(settings)
     except registry.NoChampionError as exc:
         raise BatchError(str(exc)) from exc
+    except IntegrityError as exc:  # recorded on the version by the registry; on-call hears of it now
+        from monitoring.integrity import raise_integrity_alerts
+
+        alerts = raise_integrity_alerts(settings)
+        raise BatchError(f"refused to score: {exc} (alerts: {alerts or 'none queued'}); nothing was "
+                         f"written") from exc
     detector = _outlier_detector(settings, champion)
     seconds["load_model"] = round(time.perf_counter() - t, 3)
 

@@ -120,11 +120,9 @@ def _curve_points(y: np.ndarray, proba: np.ndarray) -> tuple[list[dict], list[di
 
 def evaluate_stage(settings: Settings) -> dict[str, Any]:
     """Re-score each logged model on the hold-out; write DVC metrics and plots (best candidate)."""
-    import mlflow
-
     from churnops.models.evaluation import classification_metrics, predict_labels
     from churnops.models.training import split_features
-    from churnops.tracking import configure_tracking
+    from churnops.tracking import configure_tracking, load_candidate_pipeline
 
     result = load_training_result(settings)
     _, test_df = _read_gold(settings)
@@ -133,7 +131,7 @@ def evaluate_stage(settings: Settings) -> dict[str, Any]:
     candidates: dict[str, dict[str, float]] = {}
     best_proba = None
     for cand in result.candidates:
-        model = mlflow.sklearn.load_model(cand.model_uri)
+        model = load_candidate_pipeline(cand.run_id, cand.model_uri, settings)
         proba = model.predict_proba(X)[:, 1]
         fresh = classification_metrics(y, proba, cand.threshold)
         drift = {k: abs(fresh[k] - v) for k, v in cand.holdout_metrics.items() if k in fresh}

@@ -4,8 +4,14 @@
 A request reads :attr:`ModelHolder.current` once and uses that object to the end, so a swap never changes
 the model under a request in flight. A background thread asks the registry every
 ``serving.reload_interval_s`` which version holds ``@champion`` (one cheap query); only when it changed is
-the new version loaded (native flavour), checked on a sample row, and then published by a single reference
-assignment. A failed load keeps the current model serving and is retried at the next check.
+the new version loaded, checked on a sample row, and then published by a single reference assignment. A
+failed load keeps the current model serving and is retried at the next check.
+
+Loading goes through :func:`churnops.registry.load_version`: the version's files are checked against the
+SHA-256 recorded at registration before anything is read, and are read as data (no pickle). A version
+whose files differ is refused: outcome ``integrity_failed`` (``churnops_model_checks_total``), an error
+log line ``model.check_failed``, ``/health`` degraded with the reason, and the refusal recorded on the
+version in the registry (``integrity.*`` tags), where monitoring finds it (monitoring/integrity.py).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from churnops.integrity import IntegrityError
 from churnops.logs import get_logger
 from churnops.settings import SchemaSettings, Settings
 
@@ -93,6 +100,10 @@ class ModelHolder:
             try:
                 model = self._load_champion(self.settings)
                 model.scorer.predict_proba_records([self._sample])  # proves it scores; warms it up
+            except IntegrityError as exc:  # tampered or unverifiable files: refused, nothing was read
+                kept = f"; still serving version {current.version}" if current is not None else ""
+                self._failed("integrity_failed", f"refused champion version {version}: {exc}{kept}")
+                return False
             except Exception as exc:
                 self._failed("load_failed", f"cannot load champion version {version}: {exc}",
                              exc_info=True)

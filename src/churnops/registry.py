@@ -23,6 +23,15 @@ challenger version and the training's parent run.
 
 Loading resolves ``@champion`` to a version once and then loads ``models:/<name>/<version>``, so an alias
 that moves meanwhile cannot mix versions.
+
+Integrity: :func:`register` checks the stored model files against the SHA-256 digests that training
+recorded on the run (:mod:`churnops.integrity`) and copies them to the version's tags ``model_sha256`` and
+``model_files`` (and ``outliers_sha256`` for the outlier detector). :func:`load_version` downloads the
+version once, verifies that folder and only then reads it (:mod:`churnops.model_format`: no pickle). A
+mismatch, or a version without a digest, raises :class:`~churnops.integrity.IntegrityError` and is
+recorded on the version as tags ``integrity.*`` (when, where, what differed): the event that
+``monitoring`` turns into an alert (:func:`integrity_failures`). A later load of the same version that
+verifies again clears them.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +67,10 @@ TAG_THRESHOLD = "threshold"
 TAG_PREVIOUS_CHAMPION = "previous_champion"
 TAG_CHAMPION_SINCE = "champion_since"
 METRIC_TAG_PREFIX = "metric."
+TAG_MODEL_SHA256 = "model_sha256"  # churnops.integrity.manifest_digest of the version's model files
+TAG_MODEL_FILES = "model_files"  # path -> SHA-256 (JSON), so a mismatch can name the file
+TAG_OUTLIERS_SHA256 = "outliers_sha256"  # SHA-256 of the run's outlier detector (.npz)
+INTEGRITY_TAG_PREFIX = "integrity."  # refused_at, refused_by, error, found_sha256: the last refusal
 
 
 class RegistryError(RuntimeError):
@@ -138,10 +152,19 @@ def _client(settings: Settings) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
 
+    from churnops.tracking import quiet_downloads
+
+    quiet_downloads()
     uri = settings.mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _download(artifact_uri: str, dst: str) -> Path:
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst))
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -206,6 +229,9 @@ def _version_info(mv: Any, aliases: dict[str, str] | None = None) -> dict[str, A
         "previous_champion": tags.get(TAG_PREVIOUS_CHAMPION) or None,
         "promotion": {k.removeprefix("promotion."): v for k, v in tags.items() if k.startswith("promotion.")},
         "model_uri": f"models:/{mv.name}/{mv.version}",
+        "model_sha256": tags.get(TAG_MODEL_SHA256),
+        "integrity": {k.removeprefix(INTEGRITY_TAG_PREFIX): v for k, v in tags.items()
+                      if k.startswith(INTEGRITY_TAG_PREFIX)},
         "source": mv.source,
         "status": mv.status,
     }
@@ -243,6 +269,7 @@ def register(settings: Settings, run_id: str, *, extra_tags: dict[str, str] | No
         TAG_THRESHOLD: run.data.params["threshold"],
         **{f"{METRIC_TAG_PREFIX}{k[5:]}": repr(float(v)) for k, v in run.data.metrics.items()
            if k.startswith("test_")},
+        **_verified_digests(run, model_uri),
         **(extra_tags or {}),
     }
     try:
@@ -256,6 +283,42 @@ def register(settings: Settings, run_id: str, *, extra_tags: dict[str, str] | No
     log.info("registry.registered", model=name, version=mv.version, run_id=run_id,
              candidate=tags["candidate"])
     return str(mv.version)
+
+
+def _verified_digests(run: Any, model_uri: str) -> dict[str, str]:
+    """The digests training recorded on `run`, after checking the stored files against them."""
+    from churnops import integrity, tracking
+
+    run_tags = run.data.tags
+    expected = run_tags.get(tracking.TAG_MODEL_SHA256)
+    if not expected:
+        raise RegistryError(f"run {run.info.run_id} recorded no SHA-256 of its model files (tag "
+                            f"{tracking.TAG_MODEL_SHA256}): it was logged by an older churnops, as a pickle; "
+                            f"retrain (`churnops train`) to register a model")
+    files_text = run_tags.get(tracking.TAG_MODEL_FILES, "")
+    out = {TAG_MODEL_SHA256: expected}
+    if files_text and len(files_text) <= 5000:  # MLflow's limit for a tag value
+        out[TAG_MODEL_FILES] = files_text
+    with tempfile.TemporaryDirectory(prefix="churnops-register-") as tmp:
+        integrity.verify(_download(model_uri, tmp), expected, integrity.decode_files(files_text),
+                         what=f"run {run.info.run_id}'s model {model_uri}")
+        outliers = run_tags.get(tracking.TAG_OUTLIERS_SHA256)
+        if outliers:
+            path = _download(f"runs:/{run.info.run_id}/{tracking.OUTLIER_ARTIFACT}", f"{tmp}/outliers")
+            _check_file(path, outliers, what=f"run {run.info.run_id}'s {tracking.OUTLIER_ARTIFACT}")
+            out[TAG_OUTLIERS_SHA256] = outliers
+    return out
+
+
+def _check_file(path: Path, expected: str, *, what: str) -> None:
+    from churnops import integrity
+
+    actual = integrity.sha256_file(path)
+    if actual != expected:
+        raise integrity.IntegrityError(
+            f"{what}: the file does not match the SHA-256 recorded at registration (expected "
+            f"{expected[:16]}…, found {actual[:16]}…): refused, nothing from it was loaded",
+            expected=expected, actual=actual)
 
 
 def set_challenger(settings: Settings, version: str) -> None:
@@ -311,10 +374,16 @@ def _model_exists(client: MlflowClient, name: str) -> bool:
 
 
 def load_version(settings: Settings, version: str) -> ChampionModel:
-    """Load a registered version (native sklearn flavour) wrapped in a :class:`~churnops.scoring.Scorer`."""
-    import mlflow
+    """Load a registered version wrapped in a :class:`~churnops.scoring.Scorer`, after checking its files.
 
+    The version is downloaded once, its files are checked against the SHA-256 recorded at registration,
+    and the checked folder is read (:mod:`churnops.model_format`, which runs no code). A mismatch or a
+    missing digest raises :class:`~churnops.integrity.IntegrityError` and is recorded on the version
+    (``integrity.*`` tags) for the alert path.
+    """
+    from churnops import integrity
     from churnops.scoring import Scorer
+    from churnops.tracking import load_verified_pipeline
 
     client = _client(settings)
     name = _name(settings)
@@ -323,10 +392,47 @@ def load_version(settings: Settings, version: str) -> ChampionModel:
     if info["threshold"] is None:
         raise RegistryError(f"model {name!r} version {version} has no 'threshold' tag: "
                             f"it was not registered by churnops")
-    pipeline = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
+    tags = dict(mv.tags or {})
+    try:
+        pipeline = load_verified_pipeline(f"models:/{name}/{mv.version}", tags.get(TAG_MODEL_SHA256),
+                                          tags.get(TAG_MODEL_FILES),
+                                          what=f"model {name!r} version {mv.version}")
+        outliers = load_outlier_detector(settings, str(mv.version), run_id=mv.run_id,
+                                         expected_sha256=tags.get(TAG_OUTLIERS_SHA256))
+    except integrity.IntegrityError as exc:
+        _record_refusal(client, name, str(mv.version), exc)
+        raise
+    if info["integrity"]:
+        _clear_refusal(client, name, str(mv.version), info["integrity"])
     return ChampionModel(version=str(mv.version), run_id=mv.run_id,
-                         scorer=Scorer(pipeline, threshold=info["threshold"]), info=info,
-                         outliers=load_outlier_detector(settings, str(mv.version), run_id=mv.run_id))
+                         scorer=Scorer(pipeline, threshold=info["threshold"]), info=info, outliers=outliers)
+
+
+def _record_refusal(client: MlflowClient, name: str, version: str, exc: Exception) -> None:
+    """Tag the refused version (the event monitoring alerts on). The refusal stands if this fails."""
+    import os
+    import socket
+
+    tags = {"refused_at": _now(), "refused_by": f"{socket.gethostname()}:{os.getpid()}",
+            "error": str(exc)[:4900], "found_sha256": getattr(exc, "actual", None) or ""}
+    log.error("registry.integrity_refused", model=name, version=version, error=str(exc))
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, INTEGRITY_TAG_PREFIX + key, value)
+    except Exception as record_exc:  # the registry refused the write: the log line above is the record
+        log.error("registry.integrity_not_recorded", model=name, version=version, error=str(record_exc))
+
+
+def _clear_refusal(client: MlflowClient, name: str, version: str, recorded: dict[str, str]) -> None:
+    for key in recorded:
+        client.delete_model_version_tag(name, version, INTEGRITY_TAG_PREFIX + key)
+    log.info("registry.integrity_restored", model=name, version=version,
+             refused_at=recorded.get("refused_at"))
+
+
+def integrity_failures(settings: Settings) -> list[dict[str, Any]]:
+    """Versions whose files failed their check when last loaded (``integrity.*`` tags), newest first."""
+    return [v for v in list_versions(settings) if v["integrity"].get("refused_at")]
 
 
 def load_champion(settings: Settings) -> ChampionModel:
@@ -359,11 +465,14 @@ def load_reference(settings: Settings, version: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def load_outlier_detector(settings: Settings, version: str, run_id: str | None = None):
+def load_outlier_detector(settings: Settings, version: str, run_id: str | None = None,
+                          expected_sha256: str | None = None):
     """The Isolation Forest logged with a version's run (churnops.outliers.OutlierDetector), or None when
-    the run predates it (then callers can fit one on :func:`load_reference`)."""
+    the run predates it (then callers can fit one on :func:`load_reference`). With `expected_sha256` the
+    downloaded file is checked first (IntegrityError on a mismatch, or when the file is gone)."""
     import mlflow
 
+    from churnops import integrity
     from churnops.outliers import OutlierDetector
     from churnops.tracking import OUTLIER_ARTIFACT
 
@@ -371,10 +480,15 @@ def load_outlier_detector(settings: Settings, version: str, run_id: str | None =
     run_id = run_id or _version(client, _name(settings), version).run_id
     folder = OUTLIER_ARTIFACT.rsplit("/", 1)[0]
     if OUTLIER_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        if expected_sha256:
+            raise integrity.IntegrityError(f"version {version}: {OUTLIER_ARTIFACT} was registered with the "
+                                           f"model and is gone from run {run_id}: refused")
         return None
     with tempfile.TemporaryDirectory(prefix="churnops-outliers-") as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=OUTLIER_ARTIFACT,
                                                    dst_path=tmp, tracking_uri=settings.mlflow_tracking_uri)
+        if expected_sha256:
+            _check_file(Path(path), expected_sha256, what=f"version {version}'s {OUTLIER_ARTIFACT}")
         return OutlierDetector.load(path)
 
 

@@ -5,8 +5,9 @@
   (a local folder or ``s3://bucket/prefix``).
 - :func:`log_candidate_run` records one fitted candidate inside the active (child) run: params, CV / OOF /
   hold-out metrics, evaluation artifacts and plots, the search table, the reference data for drift
-  monitoring and the model itself (native sklearn flavour, cloudpickle, explicit signature and pinned
-  requirements: no requirement inference).
+  monitoring and the model itself (:mod:`churnops.model_format`: files that run no code when loaded, as a
+  pyfunc model; explicit signature, environment and pinned requirements: no inference) with the SHA-256 of
+  its files (:mod:`churnops.integrity`), which registration copies to the model version.
 
 Run layout written by :func:`churnops.models.training.train_candidates`::
 
@@ -22,6 +23,7 @@ Import is cheap: mlflow is imported inside the functions.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -55,18 +57,24 @@ TAG_CANDIDATE = "candidate"
 TAG_ROLE = "churnops.role"  # "pipeline" (parent) or "candidate" (child)
 TAG_MODEL_URI = "churnops.model_uri"  # models:/m-<id> of the candidate's logged model
 TAG_MODEL_ID = "churnops.model_id"
+TAG_MODEL_SHA256 = "churnops.model_sha256"  # integrity.manifest_digest of the logged model's files
+TAG_MODEL_FILES = "churnops.model_files"  # integrity.encode_files: path -> SHA-256
+TAG_OUTLIERS_SHA256 = "churnops.outliers_sha256"  # SHA-256 of OUTLIER_ARTIFACT
 
 # Distributions a logged model needs at load time (pinned to what is installed).
-_REQUIREMENTS = ("churnops", "mlflow", "scikit-learn", "cloudpickle", "numpy", "pandas", "scipy",
+_REQUIREMENTS = ("churnops", "mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy",
                  "xgboost-cpu", "xgboost")
-# cloudpickle, not skops: importing skops.io and listing a pipeline's types costs seconds per model
-# (minutes on a loaded machine), and skops reads its trusted-type list from the model itself, so it
-# would add no safety here. The registry's artifact store is trusted infrastructure.
-SERIALIZATION_FORMAT = "cloudpickle"
+PYFUNC_LOADER = "churnops.model_format"  # the model's pyfunc flavour: loads churnops_model.json, no pickle
 
 
 class TrackingError(RuntimeError):
     """The MLflow store cannot be used as configured; the message says which store and what to do."""
+
+
+def quiet_downloads() -> None:
+    """No progress bar per artifact download (a model is downloaded at every load); an explicit
+    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` in the environment wins."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def configure_tracking(settings: Settings) -> str:
@@ -74,6 +82,7 @@ def configure_tracking(settings: Settings) -> str:
     import mlflow
     from mlflow import MlflowClient
 
+    quiet_downloads()
     uri = settings.mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -110,6 +119,15 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+def conda_env() -> dict[str, Any]:
+    """The model's environment, stated in full: MLflow then infers nothing (it would look for a pip
+    version to pin, which a uv-made environment does not have, and warn on every training)."""
+    import platform
+
+    return {"name": "churnops", "channels": ["conda-forge"],
+            "dependencies": [f"python={platform.python_version()}", "pip", {"pip": pip_requirements()}]}
+
+
 def signature_frame(X: pd.DataFrame, settings: Settings) -> pd.DataFrame:  # noqa: N803
     """The raw feature columns in the schema's order, numerics as float64 (ints upcast safely at scoring)."""
     schema = settings.schema
@@ -122,25 +140,75 @@ def signature_frame(X: pd.DataFrame, settings: Settings) -> pd.DataFrame:  # noq
 
 
 def log_model(pipeline: Pipeline, X_sample: pd.DataFrame, settings: Settings) -> ModelInfo:  # noqa: N803
-    """Log the fitted pipeline as ``model`` in the active run (sklearn flavour, cloudpickle).
+    """Log the fitted pipeline as ``model`` in the active run and tag the run with its files' SHA-256.
 
-    pyfunc's predict is the pipeline's ``predict_proba`` (column 1 = churn probability). The model
-    needs the ``churnops`` package importable where it is loaded (its first step is the FeatureEncoder).
+    The files are :mod:`churnops.model_format` (XGBoost UBJSON, skops with an explicit trust list, the
+    encoder as JSON) inside a pyfunc model whose predict is the pipeline's ``predict_proba`` (column 1 =
+    churn probability); loading it needs the ``churnops`` package importable. The digests are taken from
+    what the artifact store holds after the upload, and its copy of the model data is checked against the
+    bytes written here (a store that changed them fails the logging).
     """
     import mlflow
     from mlflow.models import infer_signature
 
+    from churnops import integrity, model_format
+
     example = signature_frame(X_sample.head(5), settings)
     signature = infer_signature(example, pipeline.predict_proba(example))
-    return mlflow.sklearn.log_model(
-        pipeline,
-        name=MODEL_NAME_IN_RUN,
-        serialization_format=SERIALIZATION_FORMAT,
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(),
-        pyfunc_predict_fn="predict_proba",
-    )
+    with tempfile.TemporaryDirectory(prefix="churnops-model-") as tmp:
+        data = model_format.save_pipeline(pipeline, Path(tmp) / model_format.DATA_DIR)
+        written = integrity.file_digests(data)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            loader_module=PYFUNC_LOADER,
+            data_path=str(data),
+            signature=signature,
+            input_example=example,
+            conda_env=conda_env(),
+        )
+        stored = integrity.file_digests(_download(info.model_uri, Path(tmp) / "stored"))
+    prefix = f"data/{model_format.DATA_DIR}/"
+    differ = sorted(p for p, h in written.items() if stored.get(prefix + p) != h)
+    if differ:
+        raise integrity.IntegrityError(f"the artifact store's copy of {info.model_uri} differs from the "
+                                       f"files just written: {differ}")
+    mlflow.set_tags({TAG_MODEL_SHA256: integrity.manifest_digest(stored),
+                     TAG_MODEL_FILES: integrity.encode_files(stored)})
+    return info
+
+
+def _download(artifact_uri: str, dst: Path) -> Path:
+    import mlflow
+
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst)))
+
+
+def load_verified_pipeline(model_uri: str, expected_sha256: str | None, files_text: str | None, *,
+                           what: str) -> Pipeline:
+    """Download a logged model once, check the folder against its recorded digests, and read the pipeline
+    from that folder (:mod:`churnops.model_format`). IntegrityError when it differs or has no digest."""
+    from churnops import integrity, model_format
+
+    if not expected_sha256:
+        raise integrity.IntegrityError(
+            f"{what} has no recorded SHA-256 of its model files, so they cannot be checked: refused (models "
+            f"logged by an older churnops were pickles; retrain with `churnops train`)")
+    with tempfile.TemporaryDirectory(prefix="churnops-model-") as tmp:
+        folder = _download(model_uri, Path(tmp))
+        integrity.verify(folder, expected_sha256, integrity.decode_files(files_text), what=what)
+        return model_format.load_pipeline(folder / "data" / model_format.DATA_DIR)
+
+
+def load_candidate_pipeline(run_id: str, model_uri: str, settings: Settings) -> Pipeline:
+    """A candidate run's logged pipeline, checked against the digests training recorded on the run."""
+    from mlflow import MlflowClient
+
+    quiet_downloads()
+    uri = settings.mlflow_tracking_uri
+    tags = MlflowClient(tracking_uri=uri, registry_uri=uri).get_run(run_id).data.tags
+    return load_verified_pipeline(model_uri, tags.get(TAG_MODEL_SHA256), tags.get(TAG_MODEL_FILES),
+                                  what=f"run {run_id}'s model {model_uri}")
 
 
 def reference_sample(train_X: pd.DataFrame, settings: Settings) -> pd.DataFrame:  # noqa: N803
@@ -241,10 +309,12 @@ def log_candidate_run(
         sample.to_parquet(reference, index=False)
         mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
         # The outlier detector travels with the model, fitted on the same reference drift monitoring uses.
+        from churnops.integrity import sha256_file
         from churnops.outliers import fit_from_settings
 
         detector_path = fit_from_settings(sample, settings).save(Path(tmp) / Path(OUTLIER_ARTIFACT).name)
         mlflow.log_artifact(str(detector_path), artifact_path=str(Path(OUTLIER_ARTIFACT).parent))
+        mlflow.set_tag(TAG_OUTLIERS_SHA256, sha256_file(detector_path))
     info = log_model(search.pipeline, train_X, settings)
     mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_MODEL_ID: info.model_id})
     return info
