@@ -190,3 +190,54 @@ def redis_process_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         if server.proc is not None:
             server.resume()
             server.stop(save=False)
+
+
+# -- tampered model files (tests of issue 17's "model files run code when loaded") ------------------
+def crafted_pickle(marker: Path) -> bytes:
+    """What an attacker with write access to the artifact store would plant: a pickle that creates `marker`
+    when it is unpickled (``pickle.load`` calls ``Path.touch(marker)``)."""
+    import pathlib
+    import pickle
+
+    class Plant:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (pathlib.Path.touch, (marker,))
+
+    return pickle.dumps(Plant())
+
+
+def version_folder(settings: Any, version: str) -> Path:
+    """The local folder holding a registered version's model files (file-based artifact store)."""
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow_tracking_uri
+    location = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(
+        settings.params.register_.model_name, version)
+    path = Path(urlparse(location).path if location.startswith("file:") else location)
+    assert (path / "MLmodel").is_file(), f"no model files at {path}"
+    return path
+
+
+def plant_pickle_model(folder: Path, marker: Path) -> None:
+    """Turn a logged churnops model into a pickle model that runs a command when loaded: the crafted pickle
+    replaces the model data and is added as ``model.pkl``, and ``MLmodel`` is rewritten to MLflow's sklearn
+    flavour (what ``mlflow.sklearn.load_model`` / pyfunc would unpickle)."""
+    import yaml
+
+    payload = crafted_pickle(marker)
+    for data in (folder / "data" / "churnops").glob("*.ubj"):
+        data.write_bytes(payload)
+    for data in (folder / "data" / "churnops").glob("*.skops"):
+        data.write_bytes(payload)
+    (folder / "model.pkl").write_bytes(payload)
+    meta = yaml.safe_load((folder / "MLmodel").read_text())
+    meta["flavors"] = {
+        "python_function": {"loader_module": "mlflow.sklearn", "model_path": "model.pkl",
+                            "env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"},
+                            "python_version": "3.11"},
+        "sklearn": {"pickled_model": "model.pkl", "serialization_format": "cloudpickle",
+                    "sklearn_version": "1.9.1", "code": None},
+    }
+    (folder / "MLmodel").write_text(yaml.safe_dump(meta))

@@ -147,10 +147,13 @@ def _load_xgboost(path: Path, cls: Any) -> Any:
 
     if cls not in ("XGBClassifier",):
         raise ModelFormatError(f"{path}: XGBoost class {cls!r} is not one churnops builds (XGBClassifier)")
+    raw = bytearray(path.read_bytes())
+    if raw[:1] != b"{":  # UBJSON (and JSON) models are one object
+        raise ModelFormatError(f"{path} is not an XGBoost model file (it does not start with an object)")
     model = xgboost.XGBClassifier()
     try:
-        model.load_model(path)
-    except xgboost.core.XGBoostError as exc:
+        model.load_model(raw)
+    except Exception as exc:  # XGBoostError, or its message failing to decode
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise ModelFormatError(f"{path} is not an XGBoost model file: {first}") from exc
     return model
