@@ -18,7 +18,7 @@ from churnops import registry
 from churnops.settings import Settings
 from monitoring.alerts import Alert, Alerter, fingerprint
 
-KIND = "model_integrity"
+KIND = "integrity"  # alertmanager: alertname ChurnopsIntegrity
 
 
 def integrity_alert(failure: dict[str, Any]) -> Alert:

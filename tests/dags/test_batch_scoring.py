@@ -112,6 +112,43 @@ def test_a_failed_write_leaves_the_previous_scores_untouched(scoring_home: Path)
     pd.testing.assert_frame_equal(before, after)
 
 
+def test_batch_scoring_refuses_a_tampered_champion_writes_nothing_and_alerts(scoring_home: Path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from churnops import registry, tracking
+    from churnops.settings import load_settings
+    from monitoring.alerts import list_outbox
+    from monitoring.state import StateDB
+    from pipeline.batch import BatchError, score_customers
+    from tests.conftest import plant_pickle_model, version_folder
+
+    settings = load_settings(home=scoring_home)
+    score_customers(settings, run_id="good")
+    before = _scores(settings)
+    # the champion logged again as a version of this test's own (the trained home's files stay intact)
+    pipeline = registry.load_champion(settings).scorer.pipeline
+    gold = pd.read_parquet(settings.features_dir / "customers.parquet")
+    with mlflow.start_run(experiment_id=tracking.configure_tracking(settings)) as run:
+        info = tracking.log_model(pipeline, gold, settings)
+        mlflow.log_param("threshold", 0.5)
+        mlflow.set_tags({tracking.TAG_MODEL_URI: info.model_uri, tracking.TAG_MODEL_ID: info.model_id})
+    version = registry.register(settings, run.info.run_id)
+    uri = settings.mlflow_tracking_uri
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        settings.params.register_.model_name, "champion", version)
+    marker = scoring_home / "marker"
+    plant_pickle_model(version_folder(settings, version), marker)
+
+    with pytest.raises(BatchError, match=f"refused to score: model .* version {version}: model files do not "
+                                         f"match the SHA-256"):
+        score_customers(settings, run_id="tampered")
+    assert not marker.exists()
+    pd.testing.assert_frame_equal(_scores(settings), before)  # nothing written, nothing lost
+    titles = [r["title"] for r in list_outbox(StateDB(settings.path(settings.params.monitoring.state_db)))]
+    assert any(f"version {version} refused" in t for t in titles), titles
+
+
 @pytest.fixture
 def postgres_url() -> str:
     """A throwaway database on the local PostgreSQL (trust auth), dropped afterwards."""

@@ -82,13 +82,13 @@ def test_a_model_logged_to_s3_loads_back_as_champion_with_equal_predictions(
     mlmodel = yaml.safe_load(
         s3_client(s3_env).get_object(Bucket=bucket, Key=f"{model_dir}/MLmodel")["Body"].read()
     )
-    serialized = mlmodel["flavors"]["sklearn"]["pickled_model"]  # model.pkl, model.skops, ...
-    assert {f"{model_dir}/{serialized}", f"{model_dir}/requirements.txt"} <= keys
+    data = mlmodel["flavors"]["python_function"]["data"]  # the churnops model format: no pickle
+    assert {f"{model_dir}/{data}/churnops_model.json", f"{model_dir}/requirements.txt"} <= keys
     assert not (tmp_path / "mlruns").exists() and not (settings.home / "mlflow" / "artifacts").exists()
 
     expected = pipeline.predict_proba(X)[:, 1]
     champion = registry.load_champion(settings)
     assert champion.version == version
     np.testing.assert_array_equal(champion.scorer.predict_proba_frame(X), expected)
-    direct = mlflow.sklearn.load_model(info.model_uri)
-    np.testing.assert_array_equal(direct.predict_proba(X)[:, 1], expected)
+    direct = mlflow.pyfunc.load_model(info.model_uri)
+    np.testing.assert_array_equal(direct.predict(tracking.signature_frame(X, settings))[:, 1], expected)

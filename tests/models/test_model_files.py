@@ -55,7 +55,8 @@ def test_every_candidate_round_trips_through_files_that_hold_no_pickle(fitted, c
     assert scorer.describe()["path"] == expected_path
     np.testing.assert_array_equal(scorer.predict_proba_frame(X), reference.predict_proba_frame(X))
     records = X.head(3).to_dict(orient="records")
-    np.testing.assert_array_equal(scorer.predict_proba_records(records), reference.predict_proba_records(records))
+    np.testing.assert_array_equal(scorer.predict_proba_records(records),
+                                  reference.predict_proba_records(records))
 
 
 def test_the_crafted_pickle_runs_its_command_when_unpickled(tmp_path) -> None:

@@ -134,12 +134,13 @@ def test_champion_info_describes_the_champion(story) -> None:
 
 
 def test_load_champion_returns_a_scorer_matching_the_logged_pipeline(story) -> None:
-    import mlflow
+    from churnops.tracking import load_candidate_pipeline
 
     champion = registry.load_champion(story.settings)
     assert champion.version == "2" and champion.run_id == story.runs[1].best.run_id
     X = story.test[story.settings.schema.feature_columns]
-    logged = mlflow.sklearn.load_model(story.runs[1].best.model_uri)
+    best = story.runs[1].best
+    logged = load_candidate_pipeline(best.run_id, best.model_uri, story.settings)
     np.testing.assert_allclose(champion.scorer.predict_proba_frame(X), logged.predict_proba(X)[:, 1],
                                rtol=1e-9)
     records = X.head(10).to_dict(orient="records")

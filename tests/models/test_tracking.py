@@ -11,7 +11,7 @@ import pytest
 from churnops.models.candidates import CANDIDATES
 from churnops.models.evaluation import HOLDOUT_METRICS
 from churnops.models.training import TrainingDataError, train_candidates
-from churnops.tracking import EXPERIMENT_NAME, REFERENCE_ARTIFACT, reference_sample
+from churnops.tracking import EXPERIMENT_NAME, REFERENCE_ARTIFACT, reference_sample, signature_frame
 from tests.models.conftest import LABEL
 
 pytestmark = pytest.mark.integration
@@ -115,13 +115,14 @@ def test_logged_model_has_signature_pinned_requirements_and_reloads_identically(
     model_meta = mlflow.models.Model.load(cand.model_uri)
     assert model_meta.signature is not None
     assert model_meta.signature.inputs.input_names() == settings.schema.feature_columns
-    assert model_meta.flavors["sklearn"]["serialization_format"] == "cloudpickle"
+    assert model_meta.flavors["python_function"]["loader_module"] == "churnops.model_format"
+    assert set(model_meta.flavors) == {"python_function"}  # no sklearn flavour: nothing is pickled
     reqs_path = mlflow.artifacts.download_artifacts(f"{logged.artifact_location}/requirements.txt",
                                                     dst_path=str(tmp_path))
     reqs = [line for line in open(reqs_path).read().splitlines() if line and not line.startswith("#")]
     assert any(r.startswith("scikit-learn==") for r in reqs) and all("==" in r for r in reqs)
-    model = mlflow.sklearn.load_model(cand.model_uri)
-    proba = model.predict_proba(test[settings.schema.feature_columns])[:, 1]
+    model = mlflow.pyfunc.load_model(cand.model_uri)
+    proba = model.predict(signature_frame(test, settings))[:, 1]
     from churnops.models.evaluation import classification_metrics
 
     assert classification_metrics(test[LABEL], proba, cand.threshold) == pytest.approx(cand.holdout_metrics)
