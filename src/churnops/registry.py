@@ -400,7 +400,9 @@ def load_version(settings: Settings, version: str) -> ChampionModel:
         outliers = load_outlier_detector(settings, str(mv.version), run_id=mv.run_id,
                                          expected_sha256=tags.get(TAG_OUTLIERS_SHA256))
     except integrity.IntegrityError as exc:
-        _record_refusal(client, name, str(mv.version), exc)
+        recorded = info["integrity"]
+        if not recorded.get("refused_at") or recorded.get("found_sha256") != (exc.actual or ""):
+            _record_refusal(client, name, str(mv.version), exc)  # the same refusal is recorded once
         raise
     if info["integrity"]:
         _clear_refusal(client, name, str(mv.version), info["integrity"])

@@ -252,3 +252,16 @@ def test_a_refused_version_raises_one_critical_alert_until_it_verifies_again(reg
     rows = list_outbox(StateDB(settings.path(settings.params.monitoring.state_db)))
     assert {r["alert_id"] for r in rows} == {first[0]["alert_id"]}
     assert f"version {version} refused" in rows[0]["title"]
+
+
+@pytest.mark.parametrize("candidate", ["random_forest", "xgboost"])
+def test_logging_a_model_prints_no_pickle_pip_or_progress_noise(fitted, candidate, tmp_path, make_model_home,
+                                                                 capfd) -> None:
+    """Issue 15: every training used to print MLflow's pickle and pip-version warnings."""
+    _, frame, pipelines = fitted
+    settings = make_model_home(tmp_path / "home")
+    capfd.readouterr()
+    _log_and_register(settings, pipelines[candidate], frame)
+    printed = "".join(capfd.readouterr())
+    for noise in ("pickle", "pip version", "Downloading artifacts", "WARNING"):
+        assert noise not in printed, printed
