@@ -265,3 +265,48 @@ def test_logging_a_model_prints_no_pickle_pip_or_progress_noise(fitted, candidat
     printed = "".join(capfd.readouterr())
     for noise in ("pickle", "pip version", "Downloading artifacts", "WARNING"):
         assert noise not in printed, printed
+
+
+@pytest.mark.integration
+def test_mlflow_models_serve_answers_with_the_churnops_model(registered, fitted, tmp_path) -> None:
+    """The serving benchmark's reference: MLflow's own server loads the model through its pyfunc flavour."""
+    import os
+    import signal
+    import time
+
+    import requests
+
+    from churnops.tracking import signature_frame
+    from tests.conftest import free_port
+
+    settings, version, _, frame = registered
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # mlflow starts `uvicorn` by name
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = tmp_path / "mlflow-serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(bin_dir / "mlflow"), "models", "serve", "-m",
+             f"models:/{settings.params.register_.model_name}/{version}", "-h", "127.0.0.1", "-p", str(port),
+             "--env-manager", "local", "--workers", "1"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        rows = signature_frame(frame.head(5), settings)
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=30,
+                               json={"dataframe_split": rows.to_dict(orient="split")})
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(np.asarray(answer.json()["predictions"]),
+                                   fitted[2]["xgboost"].predict_proba(rows), rtol=1e-6)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
