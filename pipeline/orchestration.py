@@ -501,13 +501,17 @@ def drift_tests(settings: Settings, run_id: str, last_n: int | None = None) -> d
     ``no_champion`` when no model holds @champion yet (nothing to compare with).
     """
     from churnops import registry
+    from monitoring.integrity import raise_integrity_alerts
     from monitoring.run import run_check
 
+    # a model refused for changed files pages on-call at every scheduled check, drift or not
+    integrity = raise_integrity_alerts(settings)
     if registry.champion_version(settings) is None:
         return {
             "status": "no_champion",
             "drift": False,
             "message": "no model holds @champion yet: nothing to compare the window with",
+            "integrity": integrity,
         }
     outcome = run_check(
         settings, last_n=last_n, out_dir=drift_run_dir(settings, run_id), alert=False, retrain=False
@@ -521,7 +525,8 @@ def drift_tests(settings: Settings, run_id: str, last_n: int | None = None) -> d
         reference_version=result.reference_version,
         message=result.message,
     )
-    return {**result.to_dict(), "report_json": str(outcome.json_path), "report_html": str(outcome.html_path)}
+    return {**result.to_dict(), "report_json": str(outcome.json_path), "report_html": str(outcome.html_path),
+            "integrity": integrity}
 
 
 def _drift_result(doc: dict[str, Any]):  # -> monitoring.detect.DriftResult
