@@ -58,3 +58,37 @@ def test_a_hot_reload_to_a_tampered_champion_keeps_the_old_model_and_never_runs_
         assert answer.status_code == 200 and answer.json()["model_version"] == serving
     assert not marker.exists()
     assert "model.check_failed" in live_server.log() and "integrity_failed" in live_server.log()
+
+
+def test_a_server_started_on_a_tampered_champion_serves_nothing_and_says_why(
+        model_store: Any, champion_v1: Any, tmp_path: Any) -> None:
+    from tests.serving.conftest import LiveServer
+
+    store = champion_v1
+    tampered = register_xgboost(store.settings, store.gold, n_estimators=5, max_depth=2, threshold=0.5)
+    marker = tmp_path / "marker"
+    plant_pickle_model(version_folder(store.settings, tampered), marker)
+    store.set_champion(tampered)
+    server = LiveServer(store, tmp_path / "serve.log", workers=1)
+    try:
+        deadline = time.monotonic() + 300
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert server.proc.poll() is None, server.log()
+            try:
+                answer = requests.get(server.url + "/health", timeout=5)
+            except requests.RequestException:
+                time.sleep(0.3)
+                continue
+            health = answer.json()
+            if any(f"refused champion version {tampered}" in p for p in health.get("problems", [])):
+                break
+            time.sleep(0.3)
+        assert answer.status_code == 503 and health["status"] == "unhealthy", health
+        assert not health["model_loaded"], health
+        assert any("do not match the SHA-256" in p for p in health["problems"]), health
+        predict = requests.post(server.url + "/predict", json={"customer_id": "1"}, timeout=10)
+        assert predict.status_code == 503 and "refused champion version" in predict.json()["error"]
+        assert not marker.exists()
+    finally:
+        server.stop()
