@@ -306,6 +306,11 @@ def test_mlflow_models_serve_answers_with_the_churnops_model(registered, fitted,
         assert answer.status_code == 200, answer.text
         np.testing.assert_allclose(np.asarray(answer.json()["predictions"]),
                                    fitted[2]["xgboost"].predict_proba(rows), rtol=1e-6)
+        # as the serving benchmark sends it: records with integer counts
+        records = frame[settings.schema.feature_columns].head(2).to_dict(orient="records")
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=30,
+                               json={"dataframe_records": records})
+        assert answer.status_code == 200, answer.text
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
