@@ -315,3 +315,28 @@ def test_mlflow_models_serve_answers_with_the_churnops_model(registered, fitted,
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_learned_fill_values_travel_in_the_model_files(fitted, tmp_path) -> None:
+    """An encoder that imputes (median learned from the training rows, with an indicator) loads back
+    encoding exactly as it did: the learned value is written as a constant, not recomputed."""
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    from churnops.features import FeatureEncoder
+    from churnops.model_format import load_pipeline, save_pipeline
+
+    settings, frame, _ = fitted
+    schema = settings.schema
+    X = frame[schema.feature_columns].copy()  # noqa: N806
+    X.loc[X.index[::7], "Credit_Limit"] = np.nan
+    base = FeatureEncoder.from_schema(schema)
+    encoder = FeatureEncoder(numeric=base.numeric, categorical=base.categorical, ratios=base.ratios,
+                             missing={"Credit_Limit": {"impute": "median", "indicator": True}})
+    model = XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1)
+    original = Pipeline([("encode", encoder), ("model", model)])
+    original.fit(X, frame[LABEL])
+    loaded = load_pipeline(save_pipeline(original, tmp_path / "model"))
+    assert loaded.steps[0][1].same_encoding(original.steps[0][1])
+    np.testing.assert_array_equal(loaded.steps[0][1].transform(X), original.steps[0][1].transform(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), original.predict_proba(X))
