@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -22,9 +23,13 @@ def train(app: AppContext, data_path: Path | None, force: bool, as_json: bool) -
     validate -> featurize -> train (tuned candidates in MLflow) -> evaluate -> register (promotion gate).
     Bad input stops the run before anything changes; a failure restores the previous data version.
     """
-    from pipeline.run import run_training
+    from pipeline.run import RunInterrupted, run_training
 
-    report = run_training(app.settings, data_path, force=force)
+    try:
+        report = run_training(app.settings, data_path, force=force)
+    except RunInterrupted as exc:
+        click.echo(f"churnops train: {exc}", err=True)
+        sys.exit(exc.exit_code)
     if as_json:
         echo_json(report)
     else:
@@ -32,8 +37,11 @@ def train(app: AppContext, data_path: Path | None, force: bool, as_json: bool) -
 
 
 def summarise_report(report: dict) -> str:
-    if not report:
-        return "pipeline up to date: nothing changed since the last run (dvc repro skipped every stage)"
+    if not report or report.get("retrained") is False:
+        champion = report.get("champion")
+        return ("nothing was retrained: DVC found the data, parameters and code unchanged since the last run"
+                f" (data version {report.get('data_version') or '-'}, champion "
+                f"{'v' + str(champion) if champion else 'none'}); `churnops train --force` retrains anyway")
     lines = [f"data version {report.get('data_version')}  rows {report.get('rows', {})}"]
     for name, metrics in (report.get("candidates") or {}).items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -2,65 +2,176 @@
 
 The order protects the last good state:
 1. the incoming file is read and validated *before* anything is touched (bad input changes nothing);
-2. it replaces the raw table atomically, is `dvc add`-ed and pushed (a new data version);
-3. `dvc repro` runs the stages of dvc.yaml (the same ones `dvc repro` runs by hand);
-4. if any step after 1 fails, the raw table, its .dvc file and dvc.lock are put back and `dvc checkout`
-   restores the validated and feature layers from the DVC cache. The champion only moves in the last stage,
-   behind the promotion gate, so a failed run never changes it.
+2. a snapshot is taken of what the run may change: the raw table, its .dvc file, dvc.lock, every output of
+   dvc.yaml (validated and feature layers, reports) and the ``@champion`` alias;
+3. the new table replaces the raw table atomically, is `dvc add`-ed and pushed (a new data version);
+4. `dvc repro` runs the stages of dvc.yaml (the same ones `dvc repro` runs by hand) in a process group of
+   its own;
+5. if any step after 1 fails, or the run is stopped (SIGTERM: a container stop, Airflow killing its task;
+   SIGINT: Ctrl-C), the process group of `dvc repro` is ended (nothing of the run keeps running), the
+   snapshot is put back byte for byte and a champion moved by the interrupted register stage goes back.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from churnops.io import atomic_path, same_content
 from churnops.logs import get_logger
 from churnops.settings import Settings
 from pipeline.layers import check_table
+from pipeline.processes import stop_process_group
 from pipeline.versioning import (
     VersioningError,
     _dvc_executable,
     add_and_push,
+    data_version,
     dvc_env,
     dvc_file_for,
     ensure_remote,
     ensure_repo,
-    run_dvc,
 )
 
 log = get_logger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+CHILD_STOP_TIMEOUT_S = 30.0  # how long `dvc repro` and its stages get to end after TERM, before KILL
 
 
 class PipelineError(RuntimeError):
     """The pipeline run failed; the previous good state was restored."""
 
 
+class RunInterrupted(PipelineError):
+    """The run was stopped by a signal; the previous good state was restored."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number (143, 130)."""
+        return 128 + self.signum
+
+
+class _Stopped(BaseException):  # noqa: N818 - raised by the signal handler, never escapes run_training
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class _StopSignals:
+    """SIGTERM/SIGINT raise :class:`_Stopped` in the run, until :meth:`defer` (then they are only noted)."""
+
+    deferred: bool = False
+    received: list[int] = field(default_factory=list)
+
+    def handle(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+        if not self.deferred:
+            raise _Stopped(signum)
+        log.warning("run.signal_deferred", signal=signal.Signals(signum).name,
+                    note="restoring the previous state first")
+
+    def defer(self) -> None:
+        self.deferred = True
+
+
+@contextmanager
+def _stop_signals() -> Iterator[_StopSignals]:
+    state = _StopSignals()
+    if threading.current_thread() is not threading.main_thread():  # handlers only work in the main thread
+        yield state
+        return
+    previous = {s: signal.signal(s, state.handle) for s in STOP_SIGNALS}
+    try:
+        yield state
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def pipeline_outputs(home: Path) -> list[Path]:
+    """Every output dvc.yaml declares (outs, metrics, plots): the layers and reports a run rewrites."""
+    doc = yaml.safe_load((home / "dvc.yaml").read_text()) or {}
+    paths: list[Path] = []
+    for stage in (doc.get("stages") or {}).values():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key) or []:
+                name = entry if isinstance(entry, str) else next(iter(entry))
+                if (home / name) not in paths:
+                    paths.append(home / name)
+    return paths
+
+
 @dataclass
 class _Snapshot:
-    """Copies of the files that define the current data version, to put back on failure."""
+    """Copies (in a folder of their own) of the files and folders a run may change, to put back on failure."""
 
-    files: dict[Path, bytes | None] = field(default_factory=dict)
+    folder: Path
+    files: dict[Path, Path | None] = field(default_factory=dict)  # path -> its copy (None: did not exist)
+    trees: dict[Path, set[Path]] = field(default_factory=dict)  # folder -> the files it held
 
     @classmethod
-    def take(cls, paths: list[Path]) -> _Snapshot:
-        return cls({p: (p.read_bytes() if p.is_file() else None) for p in paths})
+    def take(cls, folder: Path, paths: list[Path]) -> _Snapshot:
+        snap = cls(folder)
+        for path in paths:
+            if path.is_dir():
+                snap.trees[path] = {p for p in path.rglob("*") if p.is_file()}
+                for member in snap.trees[path]:
+                    snap._keep(member)
+            else:
+                snap._keep(path)
+        return snap
+
+    def _keep(self, path: Path) -> None:
+        if not path.is_file():
+            self.files[path] = None
+            return
+        copy = self.folder / str(len(self.files))
+        shutil.copyfile(path, copy)  # a real copy: dvc rewrites some files in place
+        self.files[path] = copy
+
+    def unchanged(self, path: Path) -> bool:
+        copy = self.files.get(path)
+        return copy is not None and same_content(copy, path)
 
     def restore(self) -> None:
-        for path, content in self.files.items():
-            if content is None:
-                path.unlink(missing_ok=True)
-            else:
+        for tree, members in self.trees.items():  # files the run added to a folder go
+            if tree.is_dir():
+                for extra in (p for p in tree.rglob("*") if p.is_file() and p not in members):
+                    extra.unlink(missing_ok=True)
+        for path, copy in self.files.items():
+            if copy is None:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            elif not same_content(copy, path):
                 with atomic_path(path) as tmp:
-                    tmp.write_bytes(content)
+                    shutil.copyfile(copy, tmp)
 
 
 def repro(settings: Settings, force: bool = False) -> None:
-    """Run `dvc repro` in the project home, streaming DVC's and the stages' output to stderr."""
+    """Run `dvc repro` in the project home, streaming DVC's and the stages' output to stderr.
+
+    DVC runs in a process group of its own; when this returns or raises (a failure, a stop signal), that
+    whole group has ended: no stage command or worker of it keeps running.
+    """
     home = settings.home
     if not (home / "dvc.yaml").is_file():
         raise PipelineError(f"no dvc.yaml in {home}: run from the project root or set CHURNOPS_HOME")
@@ -69,47 +180,106 @@ def repro(settings: Settings, force: bool = False) -> None:
     env["CHURNOPS_HOME"] = str(home)
     env["CHURNOPS_PARAMS"] = str(settings.params_path)
     proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, start_new_session=True)
     tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:  # the stages log for themselves: pass their lines through unchanged
-        line = line.rstrip()
-        if line:
-            tail = (tail + [line])[-40:]
-            print(line, file=sys.stderr, flush=True)
-    if proc.wait() != 0:
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the stages log for themselves: pass their lines through unchanged
+            line = line.rstrip()
+            if line:
+                tail = (tail + [line])[-40:]
+                print(line, file=sys.stderr, flush=True)
+        code = proc.wait()
+    finally:
+        stop_process_group(proc, timeout_s=CHILD_STOP_TIMEOUT_S)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if code != 0:
         raise PipelineError("`dvc repro` failed:\n" + "\n".join(tail))
 
 
+def _champion(settings: Settings) -> str | None:
+    from churnops import registry
+
+    try:
+        return registry.champion_version(settings)
+    except Exception as exc:  # noqa: BLE001 - no registry yet is a state like any other
+        log.debug("run.no_champion", error=str(exc))
+        return None
+
+
+def _restore_champion(settings: Settings, before: str | None, why: str) -> None:
+    """An interrupted register stage may have moved @champion: put it back."""
+    from churnops import registry
+
+    now = _champion(settings)
+    if now == before:
+        return
+    if before is None:
+        log.error("run.champion_kept", champion=now,
+                  note="the first champion was set by the stopped run; `churnops models` shows it")
+        return
+    try:
+        registry.rollback(settings, to_version=before, reason=f"training run {why}: previous state restored")
+    except Exception as exc:  # noqa: BLE001 - restore what can be restored, say what could not
+        log.error("run.restore_failed", what="@champion", error=str(exc))
+
+
 def run_training(settings: Settings, data: Path | None = None, force: bool = False) -> dict:
-    """Version `data` (when given) and reproduce the pipeline; return the run report."""
+    """Version `data` (when given) and reproduce the pipeline; return the run report.
+
+    When DVC finds nothing to rerun up to the register stage, nothing was retrained: the result is
+    ``{"retrained": False, ...}`` (the data version and champion as they are), never the previous report.
+    """
     home = settings.home
     raw = settings.raw_path
-    if data is not None:
-        data = Path(data).resolve()
-        # 1. Refuse bad input before touching anything.
-        check_table(settings, data, report_dir=settings.reports_dir / "incoming")
-    elif not raw.is_file():
-        raise PipelineError(f"no raw table at {raw}: pass --data PATH (a CSV in the configured schema)")
-
-    ensure_repo(home)
-    ensure_remote(home, settings.dvc_remote)
-    snapshot = _Snapshot.take([raw, dvc_file_for(raw), home / "dvc.lock"])
-    try:
-        if data is not None and not same_content(data, raw):
-            with atomic_path(raw) as tmp:
-                shutil.copyfile(data, tmp)
-            log.info("data.ingested", source=str(data), raw=str(raw))
-        add_and_push(home, raw, settings.dvc_remote)
-        repro(settings, force=force)
-    except (VersioningError, PipelineError, OSError) as exc:
-        log.error("pipeline.failed", error=str(exc).splitlines()[0])
-        snapshot.restore()
-        if snapshot.files[home / "dvc.lock"] is not None:
-            try:
-                run_dvc(home, "checkout", "-q", "--force")
-            except VersioningError as checkout_exc:
-                log.error("pipeline.restore_failed", error=str(checkout_exc))
-        raise PipelineError(f"{exc}\nThe previous data version and layers were restored.") from exc
     report_path = settings.reports_dir / "run_report.json"
-    return json.loads(report_path.read_text()) if report_path.is_file() else {}
+    with _stop_signals() as signals, tempfile.TemporaryDirectory(prefix=".churnops-snapshot-",
+                                                                dir=home) as snap_dir:
+        snapshot: _Snapshot | None = None
+        champion_before: str | None = None
+        try:
+            if data is not None:
+                data = Path(data).resolve()
+                # 1. Refuse bad input before touching anything.
+                check_table(settings, data, report_dir=settings.reports_dir / "incoming")
+            elif not raw.is_file():
+                raise PipelineError(f"no raw table at {raw}: pass --data PATH (a CSV in the schema)")
+            ensure_repo(home)
+            ensure_remote(home, settings.dvc_remote)
+            # 2. What the run may change.
+            snapshot = _Snapshot.take(Path(snap_dir), [raw, dvc_file_for(raw), home / "dvc.lock",
+                                                       *pipeline_outputs(home)])
+            champion_before = _champion(settings)
+            # 3-4.
+            if data is not None and not same_content(data, raw):
+                with atomic_path(raw) as tmp:
+                    shutil.copyfile(data, tmp)
+                log.info("data.ingested", source=str(data), raw=str(raw))
+            add_and_push(home, raw, settings.dvc_remote)
+            repro(settings, force=force)
+        except (VersioningError, PipelineError, OSError, _Stopped) as exc:
+            signals.defer()  # a second signal must not cut the restore short
+            stopped = isinstance(exc, _Stopped)
+            why = f"stopped by {exc}" if stopped else "failed"
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.error("pipeline.stopped" if stopped else "pipeline.failed", error=first)
+            if snapshot is None:
+                if stopped:
+                    assert isinstance(exc, _Stopped)
+                    raise RunInterrupted(f"the run was {why} before it changed anything",
+                                         exc.signum) from None
+                raise
+            snapshot.restore()
+            _restore_champion(settings, champion_before, why)
+            log.warning("pipeline.restored", data_version=data_version(dvc_file_for(raw)))
+            if stopped or signals.received:
+                signum = exc.signum if isinstance(exc, _Stopped) else signals.received[0]
+                raise RunInterrupted(f"the run was {why}; the previous data version, layers and champion "
+                                     f"were restored", signum) from None
+            raise PipelineError(f"{exc}\nThe previous data version and layers were restored.") from exc
+        if not report_path.is_file() or snapshot.unchanged(report_path):  # the register stage did not run
+            return {"retrained": False, "data_version": data_version(dvc_file_for(raw)),
+                    "champion": _champion(settings)}
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return {"retrained": True, **report}

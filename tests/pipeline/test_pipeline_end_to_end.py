@@ -5,10 +5,8 @@ One project home is trained once per module and then probed; the tests run in fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,58 +15,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import FAST_TRAIN, REPO, deep_merge
+from tests.pipeline.conftest import make_project, run_cli, settings_of, state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHURNOPS = str(Path(sys.executable).parent / "churnops")
 ROWS = 1500
-
-
-def sha(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_"))}
-    env.update(CHURNOPS_HOME=str(home), DVC_NO_ANALYTICS="1",
-               PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
-    proc = subprocess.run([CHURNOPS, *args], cwd=home, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"churnops {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("pipeline") / "home"
-    home.mkdir()
-    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), {"train": FAST_TRAIN})
-    params["train"]["search_spaces"] = FAST_TRAIN["search_spaces"]
-    (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copy(REPO / "dvc.yaml", home / "dvc.yaml")
-    shutil.copy(REPO / ".gitignore", home / ".gitignore")  # DVC refuses to track a git-ignored pointer file
-    subprocess.run(["git", "init", "-q"], cwd=home, check=True)
+    home = make_project(tmp_path_factory.mktemp("pipeline") / "home")
     run_cli(home, "data", "generate", "--rows", str(ROWS), "--seed", "3", "--out", "incoming/first.csv")
     return home
-
-
-def settings_of(home: Path):
-    from churnops.settings import load_settings
-
-    return load_settings(home=home, env={})
-
-
-def state(home: Path) -> dict[str, str | None]:
-    """Everything a failed run must leave as it was."""
-    from churnops import registry
-
-    files = ["data/raw/customers.csv", "data/raw/customers.csv.dvc", "dvc.lock",
-             "data/validated/customers.parquet", "data/features/customers.parquet",
-             "data/features/train.parquet", "data/features/test.parquet"]
-    snapshot = {f: sha(home / f) for f in files}
-    snapshot["champion"] = registry.champion_version(settings_of(home))
-    return snapshot
 
 
 def test_train_versions_the_data_and_registers_a_champion(home: Path) -> None:
@@ -122,6 +80,17 @@ def test_second_repro_with_nothing_changed_does_nothing(home: Path) -> None:
     proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=home, env=env,
                           capture_output=True, text=True, check=True)
     assert "Running stage" not in proc.stdout
+    assert state(home) == before
+
+
+def test_train_with_nothing_changed_says_nothing_was_retrained(home: Path) -> None:
+    before = state(home)
+    proc = run_cli(home, "train")
+    assert "nothing was retrained" in proc.stdout
+    assert "promotion" not in proc.stdout  # not the previous run's promotion line
+    report = json.loads(run_cli(home, "train", "--json").stdout)
+    assert report["retrained"] is False
+    assert report["champion"] == before["@champion"]
     assert state(home) == before
 
 
