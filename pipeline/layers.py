@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from churnops.data.ingest import read_table
-from churnops.data.validate import ValidationReport, validate_table, write_report
+from churnops.data.validate import ValidationReport, feature_row_keys, validate_table, write_report
 from churnops.io import atomic_path
 from churnops.logs import get_logger
 from churnops.settings import Settings
@@ -70,13 +70,31 @@ def to_gold(validated: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     return gold
 
 
+def split_gold(gold: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stratified train/test split; rows with the same features (copies under other ids) stay on one side.
+
+    Without such copies this is exactly ``train_test_split(gold, stratify=churn)``; with them the distinct
+    feature rows are split (stratified by the label of their first row) and every copy follows its first row.
+    """
+    fs = settings.params.features
+    keys = feature_row_keys(gold, settings.schema.feature_columns)
+    first = ~keys.duplicated(keep="first")
+    if first.all():
+        return train_test_split(gold, test_size=fs.test_size, random_state=fs.seed, stratify=gold[LABEL])
+    distinct = gold.loc[first.to_numpy()]
+    train_first, _ = train_test_split(distinct, test_size=fs.test_size, random_state=fs.seed,
+                                      stratify=distinct[LABEL])
+    in_train = keys.isin(set(keys.loc[train_first.index])).to_numpy()
+    log.info("features.duplicates_kept_together", copies=int((~first).sum()),
+             train=int(in_train.sum()), test=int((~in_train).sum()))
+    return gold.loc[in_train], gold.loc[~in_train]
+
+
 def featurize_stage(settings: Settings) -> GoldPaths:
-    """validated -> gold: every customer's features plus a stratified train/test split."""
+    """validated -> gold: every customer's features plus a stratified train/test split (copies together)."""
     validated = pd.read_parquet(settings.validated_path)
     gold = to_gold(validated, settings)
-    fs = settings.params.features
-    train, test = train_test_split(gold, test_size=fs.test_size, random_state=fs.seed,
-                                   stratify=gold[LABEL])
+    train, test = split_gold(gold, settings)
     paths = GoldPaths.of(settings)
     write_parquet_atomic(gold, paths.customers)
     write_parquet_atomic(train.reset_index(drop=True), paths.train)

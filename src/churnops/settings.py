@@ -188,6 +188,11 @@ class DataSettings(_Strict):
 class ValidateSettings(_Strict):
     min_rows: int = Field(200, ge=1)
     min_class_count: int = Field(30, ge=1)
+    # a class this rare is flagged (a warning): its hold-out share is too small to judge a model on
+    rare_class_count: int = Field(50, ge=1)
+    rare_class_fraction: float = Field(0.02, ge=0, le=1)
+    # rows repeating another row's features (under another id): reported; above this share an error
+    max_duplicate_fraction: float = Field(0.05, ge=0, le=1)
     max_missing_fraction: float = Field(0.5, ge=0, le=1)  # columns with a missing-value policy only
     unknown_category: Literal["error", "warn"] = "error"
     max_examples: int = Field(5, ge=1)

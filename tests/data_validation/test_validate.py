@@ -416,6 +416,7 @@ def test_unlabelled_applies_every_other_rule_exactly_as_labelled(table, schema, 
         header.append("Branch")  # extra_column
 
     path = table(edit, n=150)  # too_few_rows
+    rules = rules.model_copy(update={"rare_class_count": 30})  # 38 positives: not a rare class here
     labelled = validate_table(read_table(path, schema), schema, rules, source=str(path))
     unlabelled = validate_table(read_table(path, schema), schema, rules, source=str(path), labelled=False)
 
@@ -468,3 +469,70 @@ def test_a_header_name_with_a_stray_space_is_visible_in_the_text_report(table, c
 
     assert "found 'Gender '" in only(report, "missing_column", "Gender").message
     assert any(line.startswith("warning   'Gender '") for line in report.to_text().splitlines())
+
+
+# -- data that should be questioned ---------------------------------------------------------------------
+
+
+def copy_rows_under_new_ids(rows: list[dict[str, str]], schema, share: float) -> list[int]:
+    """Overwrite the last `share` of the rows with copies of the first ones (new ids, same features and
+    label); return the file lines of the copies."""
+    n = int(len(rows) * share)
+    start = len(rows) - n
+    for k in range(n):
+        copy = dict(rows[k])
+        copy[schema.id_column] = rows[start + k][schema.id_column]
+        rows[start + k] = copy
+    return [start + k + 2 for k in range(n)]
+
+
+def test_copies_of_rows_under_new_ids_above_the_share_are_an_error(table, check, schema) -> None:
+    lines: list[int] = []
+    path = table(lambda rows, header: lines.extend(copy_rows_under_new_ids(rows, schema, 0.3)))
+
+    report = check(path)
+
+    issue = only(report, "duplicate_rows")
+    assert issue.severity == "error" and not report.ok
+    assert issue.rows == 90 and "30.00%" in issue.message and "max_duplicate_fraction 0.05" in issue.message
+    assert [line for line, _ in examples(issue)] == lines[:5]
+    assert report.duplicates == {"rows": 90, "fraction": 0.3, "conflicting_label_rows": 0,
+                                 "max_fraction": 0.05}
+    assert report.to_dict()["duplicates"]["rows"] == 90
+
+
+def test_a_few_copies_are_counted_as_a_warning_with_those_that_disagree_on_the_label(
+        table, check, schema) -> None:
+    def edit(rows, header):
+        copy_rows_under_new_ids(rows, schema, 0.03)  # 9 copies of rows 0..8
+        rows[-1][schema.target.column] = (schema.target.negative if rows[-1][schema.target.column]
+                                          == schema.target.positive else schema.target.positive)
+
+    report = check(table(edit))
+
+    issue = only(report, "duplicate_rows")
+    assert issue.severity == "warning" and report.ok
+    assert issue.rows == 9 and "2 rows are in groups that disagree on the label" in issue.message
+    assert report.duplicates["rows"] == 9 and report.duplicates["conflicting_label_rows"] == 2
+
+
+def test_a_table_without_copies_reports_zero_duplicates(table, check) -> None:
+    report = check(table())
+    assert report.duplicates == {"rows": 0, "fraction": 0.0, "conflicting_label_rows": 0,
+                                 "max_fraction": 0.05}
+
+
+def test_a_label_with_few_positives_is_flagged(table, check, schema) -> None:
+    def edit(rows, header):  # 31 positives out of 1,600 rows: above min_class_count (30), a 1.9% share
+        for i, row in enumerate(rows):
+            row[schema.target.column] = schema.target.positive if i < 31 else schema.target.negative
+
+    report = check(table(edit, n=1600))
+
+    issue = only(report, "rare_class", schema.target.column)
+    assert issue.severity == "warning" and report.ok
+    assert issue.rows == 31 and "only 31 of 1600 rows (1.94%)" in issue.message
+    assert "too few to judge" in issue.message
+    # by count alone as well
+    assert only(check(table(edit, n=1600), rare_class_fraction=0.0), "rare_class").rows == 31
+    assert check(table(edit, n=1600), rare_class_fraction=0.0, rare_class_count=31).find("rare_class") == []

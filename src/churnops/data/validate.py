@@ -27,13 +27,18 @@ unknown_label        a target value that is neither the positive nor the negativ
 too_few_rows         fewer rows than min_rows [error]
 single_class         every labelled row has the same label [error]
 too_few_class_rows   a class with fewer rows than min_class_count [error]
+rare_class           a class with fewer rows than rare_class_count or a smaller share than
+                     rare_class_fraction: a hold-out holds too few of it to judge a model on [warning]
+duplicate_rows       rows repeating the features of an earlier row under another id (and how many copies
+                     disagree on the label): error above max_duplicate_fraction of the rows [error|warning]
 ===================  =========================================================================================
 
 Examples name the row by its line in the file, counting the header as line 1.
 
 Unlabelled tables (production batches, a drift window: the outcome is not known yet) are validated with
 ``validate_table(..., labelled=False)``: the target column is not required, the label rules
-(``unknown_label``, ``single_class``, ``too_few_class_rows``, missing labels) are skipped, and a target
+(``unknown_label``, ``single_class``, ``too_few_class_rows``, ``rare_class``, missing labels) and
+``duplicate_rows`` (look-alike customers in a batch are no leak) are skipped, and a target
 column that is present anyway is left out of the checks and of ``clean``; every other rule is the same.
 """
 
@@ -117,6 +122,7 @@ class ValidationReport:
     extra_columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
     labelled: bool = True  # False: validated without the target (label rules skipped)
+    duplicates: dict[str, Any] = field(default_factory=dict)  # duplicate feature rows (labelled tables)
     _clean: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -159,6 +165,7 @@ class ValidationReport:
             "counts": {"error": len(self.errors), "warning": len(self.warnings)},
             "rules": self.rules.model_dump(),
             "seconds": round(self.seconds, 3),
+            "duplicates": self.duplicates,
             "issues": [i.to_dict() for i in self.issues],
             "stats": self.stats,
         }
@@ -222,6 +229,7 @@ def validate_table(frame: pd.DataFrame, schema: SchemaSettings, rules: ValidateS
         extra_columns=check.extra,
         seconds=time.perf_counter() - started,
         labelled=labelled,
+        duplicates=check.duplicates,
         _clean=clean,
     )
     log.info("validate.done", source=report.source, rows=report.rows, ok=report.ok, labelled=labelled,
@@ -251,6 +259,7 @@ class _Checker:
         self.n = len(frame)
         self.issues: list[Issue] = []
         self.stats: dict[str, dict[str, Any]] = {}
+        self.duplicates: dict[str, Any] = {}
         self.converted: set[str] = set()  # columns whose typed values differ from the frame's strings
         required, dropped = set(schema.required_columns), set(schema.drop_columns)
         self.dropped = [c for c in schema.drop_columns
@@ -423,6 +432,7 @@ class _Checker:
         labels = typed.get(target.column) if self.labelled else None
         if labels is None:
             return
+        self._duplicates(typed, labels)
         counts = {label: int((labels == label).sum()) for label in (target.positive, target.negative)}
         present = [label for label, n in counts.items() if n]
         if len(present) == 1:
@@ -432,11 +442,46 @@ class _Checker:
                      f"every labelled row is {only!r}: no {other!r} rows, so no model can tell them apart",
                      rows=counts[only])
             return
+        labelled_rows = sum(counts.values())
         for label, n in counts.items():
             if n and n < rules.min_class_count:
                 self.add(target.column, "too_few_class_rows", "error", None,
                          f"{n} rows labelled {label!r}, fewer than min_class_count {rules.min_class_count}",
                          rows=n)
+            elif n and (n < rules.rare_class_count or n / labelled_rows < rules.rare_class_fraction):
+                self.add(target.column, "rare_class", "warning", None,
+                         f"only {n} of {labelled_rows} rows ({n / labelled_rows:.2%}) are labelled {label!r} "
+                         f"(rare_class_count {rules.rare_class_count}, rare_class_fraction "
+                         f"{rules.rare_class_fraction}): a hold-out gets a handful of them, too few to judge "
+                         f"or compare models on", rows=n)
+
+    def _duplicates(self, typed: dict[str, pd.Series], labels: pd.Series) -> None:
+        columns = self.schema.feature_columns
+        if self.n == 0 or any(c not in typed for c in columns):
+            return
+        keys = feature_row_keys(pd.DataFrame({c: typed[c] for c in columns}, copy=False), columns)
+        copies = keys.duplicated(keep="first").to_numpy()
+        n = int(copies.sum())
+        grouped = pd.DataFrame({"key": keys.to_numpy(), "label": labels.to_numpy()}).groupby("key")["label"]
+        conflicting = int(grouped.transform("nunique").gt(1).sum()) if n else 0
+        fraction = n / self.n
+        self.duplicates = {"rows": n, "fraction": round(fraction, 6), "conflicting_label_rows": conflicting,
+                           "max_fraction": self.rules.max_duplicate_fraction}
+        if not n:
+            return
+        too_many = fraction > self.rules.max_duplicate_fraction
+        self.add(None, "duplicate_rows", "error" if too_many else "warning", copies,
+                 f"{n} rows ({fraction:.2%}) repeat the features of an earlier row under another id "
+                 f"({conflicting} rows are in groups that disagree on the label); "
+                 + (f"more than max_duplicate_fraction {self.rules.max_duplicate_fraction}"
+                    if too_many else "the featurize split keeps every copy on one side")
+                 + f"; examples show the copies' {self.schema.id_column}",
+                 values=self.frame[self.schema.id_column] if self.schema.id_column in self.frame else None)
+
+
+def feature_row_keys(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One 64-bit key per row from the values of `columns`: equal feature rows get equal keys."""
+    return pd.util.hash_pandas_object(frame[columns], index=False)
 
 
 def _parse_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
