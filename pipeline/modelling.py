@@ -185,9 +185,12 @@ def _validation_summary(settings: Settings) -> dict[str, Any]:
 def register_stage(settings: Settings) -> dict[str, Any]:
     """Register the best candidate, run the promotion gate, write reports/run_report.json."""
     from churnops import registry
+    from pipeline.training_data import data_check, next_training_data
 
     result = load_training_result(settings)
     _, test_df = _read_gold(settings)
+    checked = data_check(settings, pd.read_parquet(GoldPaths.of(settings).customers),
+                         registry.champion_info(settings))
     decision = registry.register_best(settings, result, test_df)
     report = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -204,6 +207,9 @@ def register_stage(settings: Settings) -> dict[str, Any]:
         "promotion": decision.to_dict(),
         "champion": registry.champion_version(settings),
         "training_seconds": round(result.seconds, 1),
+        "data_check": checked,
+        "next_training_data": next_training_data(result.data_version, decision.promoted,
+                                                 registry.champion_info(settings)),
     }
     write_json_atomic(run_report_json(settings), report)
     log.info("register.done", version=decision.challenger_version, promoted=decision.promoted,

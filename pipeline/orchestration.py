@@ -349,7 +349,12 @@ def restore_data(run_id: str, home: Path | str | None = None) -> dict[str, Any]:
 
 # -- after the commit point ----------------------------------------------------------------------
 def publish(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Copy the run's validated and gold layers and its reports into the project (each file atomically)."""
+    """Copy the run's validated and gold layers and its reports into the project (each file atomically),
+    then apply the training-data rule (:mod:`pipeline.training_data`): a run that was not promoted puts the
+    raw table back to the champion's data version."""
+    from pipeline.training_data import apply_rule
+    from pipeline.versioning import dvc_file_for
+
     c = RunContext.from_dict(ctx)
     run = run_settings(ctx)
     project = base_settings(c.home)
@@ -368,7 +373,12 @@ def publish(ctx: dict[str, Any]) -> dict[str, Any]:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
     log.info("run.published", run_id=c.run_id, files=len(pairs), gold=str(project.features_dir))
+    report = json.loads((run.reports_dir / "run_report.json").read_text())
+    snap = c.snapshot_dir
+    before = {project.raw_path: snap / "raw", dvc_file_for(project.raw_path): snap / "raw.dvc"}
+    kept = apply_rule(project, report, {k: v if v.is_file() else None for k, v in before.items()})
     return {
+        "next_training_data": kept or (report.get("next_training_data") or {}).get("data_version"),
         "files": len(pairs),
         "validated": str(project.validated_path),
         "features_dir": str(project.features_dir),

@@ -33,6 +33,7 @@ from churnops.logs import get_logger
 from churnops.settings import Settings
 from pipeline.layers import check_table
 from pipeline.processes import stop_process_group
+from pipeline.training_data import apply_rule
 from pipeline.versioning import (
     VersioningError,
     _dvc_executable,
@@ -281,5 +282,7 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
         if not report_path.is_file() or snapshot.unchanged(report_path):  # the register stage did not run
             return {"retrained": False, "data_version": data_version(dvc_file_for(raw)),
                     "champion": _champion(settings)}
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        report = json.loads(report_path.read_text())
+        signals.defer()  # the run is complete: the data rule is applied whole
+        apply_rule(settings, report, snapshot.files)
     return {"retrained": True, **report}

@@ -238,6 +238,10 @@ class RegisterSettings(_Strict):
     significance: float = Field(0.05, gt=0, lt=0.5)  # the gain's (1 - significance) interval must exceed 0
     min_positives: int = Field(30, ge=1)  # fewer hold-out rows of either class: the gate refuses to decide
     bootstrap_rounds: int = Field(1000, ge=100)  # paired bootstrap (metrics other than roc_auc)
+    # a new table is flagged when it moved far from the champion's: a feature beyond this many times the
+    # drift monitor's effect-size floors, or a positive-label rate changed by more than this share of itself
+    data_shift_factor: float = Field(3.0, gt=0)
+    max_label_rate_change: float = Field(0.5, gt=0)
 
 
 class RiskLevels(_Strict):
