@@ -160,6 +160,11 @@ class AirflowAPI:
         doc = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")
         return list(doc.get("task_instances", []))
 
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """What "Mark as failed/success" in the UI does: Airflow then ends a running task (SIGTERM)."""
+        self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}",
+                      {"new_state": state})
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         doc = self._request(
             "GET",

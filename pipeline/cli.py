@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool, no
 @click.group()
 def stage() -> None:
     """One pipeline stage (dvc.yaml runs these; run them by hand to debug one step)."""
+    # A stopped run (`churnops train` ends dvc repro's process group with SIGTERM) unwinds the stage like
+    # an error: MLflow runs it opened end FAILED instead of staying RUNNING forever.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 @stage.command("validate")

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.pipeline.conftest import CHURNOPS, cli_env, make_project, run_cli, state
+from tests.pipeline.conftest import CHURNOPS, cli_env, make_project, run_cli, settings_of, state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -107,6 +107,16 @@ def test_a_stopped_run_leaves_the_previous_state_and_nothing_running(
     assert processes_in(home) == []  # no orphaned dvc repro, stage command or worker
     assert state(home) == before
     assert not list(home.glob(".churnops-snapshot-*"))
+    assert running_mlflow_runs(home) == []  # a stopped training stage ends its MLflow runs (FAILED)
+
+
+def running_mlflow_runs(home: Path) -> list[str]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=settings_of(home).mlflow_tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    return [f"{r.info.run_id} {r.info.run_name}" for r in runs]
 
 
 def test_the_run_after_the_stopped_ones_succeeds(home: Path) -> None:
