@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -89,17 +89,29 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def progress(items: Iterable[T], *, task: str, total: int | None = None, every_s: float = 5.0) -> Iterator[T]:
-    """Yield from `items`, logging `task` progress (done/total, rate) at most every `every_s` seconds."""
+def progress(items: Iterable[T], *, task: str, total: int | None = None, every_s: float = 5.0,
+             cost: Callable[[T], float] | None = None, total_cost: float | None = None,
+             fields: Callable[[T], dict[str, Any]] | None = None) -> Iterator[T]:
+    """Yield from `items`, logging `task` progress at most every `every_s` seconds (and at the last item).
+
+    Each line says done/total, elapsed_s and eta_s (the remaining share of the work at the rate so far).
+    Items of unequal size: `cost(item)` (e.g. rows fitted) and `total_cost` weigh the estimate; `fields(item)`
+    adds what the item is (candidate, round, setting i of n, ...) to the line.
+    """
     log = get_logger("churnops.progress")
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     start = last = time.monotonic()
-    done = 0
+    done, done_cost = 0, 0.0
     for item in items:
         yield item
         done += 1
+        done_cost += cost(item) if cost is not None else 1.0
         now = time.monotonic()
         if now - last >= every_s or done == total:
             last = now
-            log.info("progress", task=task, done=done, total=total, elapsed_s=round(now - start, 1))
+            elapsed = now - start
+            whole = total_cost if cost is not None else total
+            eta = None if not whole or done_cost <= 0 else max(0.0, elapsed * (whole - done_cost) / done_cost)
+            log.info("progress", task=task, done=done, total=total, elapsed_s=round(elapsed, 1),
+                     eta_s=None if eta is None else round(eta, 1), **(fields(item) if fields else {}))

@@ -206,6 +206,15 @@ class FeatureSettings(_Strict):
 Candidate = Literal["logistic_regression", "random_forest", "xgboost"]
 
 
+class SearchSettings(_Strict):
+    """How the hyper-parameter search spends its budget (params.yaml ``train.search``; models/search.py)."""
+
+    max_rows: int = Field(20_000, ge=100)  # the search sees a stratified sample of at most this many rows
+    halving_factor: int = Field(3, ge=2)  # each round keeps the best 1/factor of the settings, factor x rows
+    min_rows: int = Field(1_000, ge=50)  # rows of a halving round, at least
+    early_stopping_rounds: int = Field(30, ge=1)  # XGBoost: trees without gain on the validation fold
+
+
 class TrainSettings(_Strict):
     candidates: list[Candidate]
     cv_folds: int = Field(5, ge=2)
@@ -214,6 +223,7 @@ class TrainSettings(_Strict):
     scoring: Literal["roc_auc", "average_precision", "f1"] = "average_precision"
     search_iterations: dict[Candidate, int]
     search_spaces: dict[Candidate, dict[str, dict[str, Any]]]
+    search: SearchSettings = SearchSettings()
 
     @model_validator(mode="after")
     def _every_candidate_has_a_space(self) -> TrainSettings:

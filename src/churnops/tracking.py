@@ -240,6 +240,8 @@ def run_params(search: SearchResult, settings: Settings, n_train: int, n_test: i
         tune_threshold=settings.params.evaluate.tune_threshold,
         cv_folds=search.cv_folds,
         search_iterations=search.n_iter,
+        search_rows=search.search_rows,
+        search_rounds=search.rounds,
         scoring=search.scoring,
         seed=settings.params.train.seed,
         train_rows=n_train,

@@ -167,10 +167,11 @@ def train_candidates(
             "test_rows": len(test_X),
             "selection": selection,
         })
-        for name in names:
+        for position, name in enumerate(names, start=1):
             with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=True,
                                   tags={**common_tags, TAG_ROLE: "candidate", TAG_CANDIDATE: name}) as child:
-                search = search_candidate(name, train_X, train_y, settings)
+                search = search_candidate(name, train_X, train_y, settings,
+                                          position=f"{position}/{len(names)}")
                 logged_at = time.perf_counter()
                 evaluation = evaluate(search.pipeline, test_X, test_y, search.threshold)
                 importance = feature_importance(search.pipeline)
