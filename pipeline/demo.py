@@ -14,7 +14,6 @@ with ``--no-retrain``.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -31,7 +30,6 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import requests
-import yaml
 
 from churnops.logs import get_logger
 from churnops.settings import Settings
@@ -39,10 +37,6 @@ from pipeline.processes import stop_process_group
 
 log = get_logger(__name__)
 
-# The retraining the drift check triggers runs with this budget (capped, never raised): params.yaml's full
-# search takes several minutes per run on a 2-core laptop, this one one to two (benchmarks/RESULTS.md).
-RETRAIN_SEARCH_ITERATIONS = 2  # hyper-parameter settings per candidate
-RETRAIN_CV_FOLDS = 3
 RETRAIN_TIMEOUT_S = 900.0  # how long the demo follows the retraining run (a loaded 2-core machine: ~5 min)
 TRAINING_DAG = "churn_training"
 
@@ -139,7 +133,7 @@ class DemoAirflow:
     user: str
     password: str
     local: Any  # pipeline.airflow_local.LocalAirflow the demo started; None: an Airflow it only uses
-    params_path: Path  # the settings file its tasks read (the demo's retraining budget)
+    params_path: Path  # the settings file its tasks read: the project's own (one budget everywhere)
     start_s: float
     pid: int | None = None  # the standalone's process group
 
@@ -153,23 +147,6 @@ class DemoAirflow:
         from monitoring.retrain import ENV_PASSWORD, ENV_URL, ENV_USER
 
         return {ENV_URL: self.url, ENV_USER: self.user, ENV_PASSWORD: self.password}
-
-
-def write_retrain_params(settings: Settings, path: Path) -> Path:
-    """params.yaml with the training budget capped at the demo's (RETRAIN_*): what the retraining reads."""
-    from churnops.io import write_text_atomic
-    from churnops.settings import load_params
-
-    params = copy.deepcopy(settings.raw_params)
-    train = params["train"]
-    train["cv_folds"] = min(int(train.get("cv_folds", RETRAIN_CV_FOLDS)), RETRAIN_CV_FOLDS)
-    train["search_iterations"] = {c: min(int(n), RETRAIN_SEARCH_ITERATIONS)
-                                  for c, n in train["search_iterations"].items()}
-    header = (f"# churnops demo: {settings.params_path} with the retraining budget of the demo "
-              f"(at most {RETRAIN_SEARCH_ITERATIONS} settings per candidate, {RETRAIN_CV_FOLDS} CV folds)\n")
-    write_text_atomic(path, header + yaml.safe_dump(params, sort_keys=False))
-    load_params(path)  # the demo's own file must be valid settings
-    return path
 
 
 def _airflow_port() -> int:
@@ -192,8 +169,9 @@ def start_airflow(settings: Settings, serving_url: str | None, port: int | None 
     running = False  # stop it on a failure after it started, never one that ran before the demo
     try:
         local = LocalAirflow.from_env(settings.home, port=port or _airflow_port())
-        params_path = write_retrain_params(settings, local.home / "demo-params.yaml")
-        # tasks inherit this environment: the demo's retraining budget, and the server to confirm a new
+        params_path = settings.params_path
+        # tasks inherit this environment: the project's params.yaml (the same search budget as every other
+        # training: benchmarks/RESULTS.md, "Whole pipeline"), and the server to confirm a new
         # champion on (GET /model), as CHURNOPS_SERVING_URL does in production
         local.extra_env = {"CHURNOPS_PARAMS": str(params_path),
                            **({"CHURNOPS_SERVING_URL": serving_url} if serving_url else {})}
