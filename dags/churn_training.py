@@ -4,9 +4,12 @@ Triggered from the UI (**Trigger** opens a form with the parameters below), by `
 drift is found, or over the REST API. No schedule.
 
 `version_data` (run workspace + run parameters, check the incoming table, `dvc add` + `push`)
-→ `validate` → `featurize` → `train` → `evaluate` → `register` (@challenger, promotion gate: the **commit
-point**) → `publish` (the run's layers and reports become the project's) → `push_features` (Redis, atomic
-switch) → `notify_serving` → `report`.
+→ `validate` → `featurize` → `open_training` (the MLflow parent run) → `train_candidate` (**one mapped task
+per candidate**: parallel slots of the LocalExecutor, or Celery workers) → `gather` (the best of the
+candidates that finished; a candidate that failed after its retry is named in the run report, and the run goes
+on when at least one finished) → `evaluate` → `register` (@challenger, promotion gate: the **commit point**) →
+`publish` (the run's layers and reports become the project's) → `push_features` (Redis, atomic switch) →
+`notify_serving` → `report`. Models and results move through the MLflow store, XCom carries only ids.
 
 A failure before the gate runs `restore_on_failure`: the raw table and its `.dvc` file go back to the
 previous data version; the project's layers, the champion and the feature store were never touched (the
@@ -151,13 +154,35 @@ def churn_training():
         paths = featurize_stage(run_settings(ctx))
         return {"customers": str(paths.customers), "train": str(paths.train), "test": str(paths.test)}
 
-    @task(execution_timeout=timedelta(hours=6))
-    def train(ctx: dict, gold: dict) -> dict:
-        """Tune and fit every candidate on the train split; an MLflow parent run, a child per candidate."""
-        from pipeline.modelling import train_stage
+    @task
+    def open_training(ctx: dict, gold: dict) -> list[dict]:
+        """Open the train stage's MLflow parent run; one small job per candidate to fan out."""
+        from pipeline.modelling import open_training_stage
         from pipeline.orchestration import run_settings
 
-        return train_stage(run_settings(ctx))
+        opened = open_training_stage(run_settings(ctx))
+        names = opened["candidates"]
+        return [{"candidate": name, "position": f"{i}/{len(names)}", "parent_run_id": opened["parent_run_id"]}
+                for i, name in enumerate(names, start=1)]
+
+    @task(execution_timeout=timedelta(hours=6), map_index_template="{{ candidate_name }}")
+    def train_candidate(ctx: dict, job: dict) -> dict:
+        """Tune, refit, evaluate and log one candidate as a child run; only its run id goes to XCom."""
+        from pipeline.modelling import train_candidate_stage
+        from pipeline.orchestration import run_settings
+
+        get_current_context()["candidate_name"] = job["candidate"]  # the mapped instance's name in the UI
+        return train_candidate_stage(run_settings(ctx), job["candidate"], job["parent_run_id"],
+                                     position=job["position"])
+
+    @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    def gather(ctx: dict, jobs: list[dict]) -> dict:
+        """The candidates that finished (read from MLflow), the best of them, the parent run closed."""
+        from pipeline.modelling import gather_training_stage
+        from pipeline.orchestration import run_settings
+
+        names = [job["candidate"] for job in jobs]
+        return gather_training_stage(run_settings(ctx), jobs[0]["parent_run_id"], names)
 
     @task
     def evaluate(ctx: dict, trained: dict) -> dict:
@@ -204,7 +229,9 @@ def churn_training():
         return notify_serving(run_settings(ctx), registered["champion"])
 
     @task
-    def report(ctx: dict, registered: dict, published: dict, pushed: dict, served: dict) -> dict:
+    def report(
+        ctx: dict, trained: dict, registered: dict, published: dict, pushed: dict, served: dict
+    ) -> dict:
         """The run report (data/runs/<run id>/run_report.json); the staged layer copies are removed."""
         from pipeline.orchestration import clean_staged_layers, finish_run
 
@@ -212,6 +239,7 @@ def churn_training():
             ctx,
             {
                 "data": ctx["data"],
+                "training": trained,
                 "registry": registered,
                 "published": published,
                 "features": pushed,
@@ -219,7 +247,7 @@ def churn_training():
             },
         )
         clean_staged_layers(ctx)
-        return {k: doc.get(k) for k in ("run_id", "reason", "registry", "features", "serving")}
+        return {k: doc.get(k) for k in ("run_id", "reason", "training", "registry", "features", "serving")}
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3)
     def restore_on_failure() -> dict:
@@ -231,14 +259,19 @@ def churn_training():
     ctx = version_data()
     validated = validate(ctx)
     gold = featurize(ctx, validated)
-    trained = train(ctx, gold)
+    opened = open_training(ctx, gold)
+    fanned = train_candidate.partial(ctx=ctx).expand(job=opened)
+    trained = gather(ctx, opened)
+    fanned >> trained
     evaluated = evaluate(ctx, trained)
     registered = register(ctx, evaluated)
     published = publish(ctx, registered)
     pushed = push_features(ctx, published)
     served = notify_serving(ctx, registered, pushed)
-    report(ctx, registered, published, pushed, served)
-    restore_on_failure().set_upstream([ctx, validated, gold, trained, evaluated, registered])
+    report(ctx, trained, registered, published, pushed, served)
+    # not the mapped candidates: one of them failing is no failure of the run while another finished (gather
+    # fails, or is upstream_failed, when none did)
+    restore_on_failure().set_upstream([ctx, validated, gold, opened, trained, evaluated, registered])
 
 
 churn_training()

@@ -90,6 +90,50 @@ def train_stage(settings: Settings, candidates: list[str] | None = None) -> dict
             "training_json": str(training_json(settings))}
 
 
+# -- the train stage fanned out (Airflow maps one task per candidate) -----------------------------------
+def open_training_stage(settings: Settings, candidates: list[str] | None = None) -> dict[str, Any]:
+    """Check the gold split and open the MLflow parent run: what the per-candidate tasks need (small ids)."""
+    from churnops.models.training import start_training
+
+    train_df, test_df = _read_gold(settings)
+    names = list(candidates or settings.params.train.candidates)
+    parent = start_training(train_df, test_df, settings, current_data_version(settings), git_commit(),
+                            candidates=names)
+    return {"parent_run_id": parent, "candidates": names}
+
+
+def train_candidate_stage(settings: Settings, candidate: str, parent_run_id: str,
+                          position: str = "") -> dict[str, Any]:
+    """One candidate of the fanned-out train stage, as a child run of `parent_run_id` (its result and model
+    go to the MLflow store; the return value is only ids)."""
+    from churnops.models.search import release_worker_processes
+    from churnops.models.training import train_candidate
+
+    train_df, test_df = _read_gold(settings)
+    try:
+        result = train_candidate(candidate, train_df, test_df, settings, parent_run_id,
+                                 current_data_version(settings), git_commit(), position=position,
+                                 reports_dir=training_dir(settings))
+    finally:
+        release_worker_processes()
+    return {"candidate": candidate, "run_id": result.run_id}
+
+
+def gather_training_stage(settings: Settings, parent_run_id: str,
+                          candidates: list[str] | None = None) -> dict[str, Any]:
+    """The fanned-out train stage's end: the finished candidates (read from MLflow), the best of them, the
+    parent run closed, reports/training/training.json written as the one-process stage writes it.
+    Candidates that did not finish are named in ``failed_candidates``; none finished: an error."""
+    from churnops.models.training import collect_candidates, finish_training
+
+    results = collect_candidates(settings, parent_run_id)
+    result = finish_training(settings, parent_run_id, results, current_data_version(settings), git_commit(),
+                             candidates=candidates, reports_dir=training_dir(settings))
+    return {"parent_run_id": parent_run_id, "best_candidate": result.best_candidate,
+            "finished_candidates": [c.candidate for c in result.candidates],
+            "failed_candidates": result.failed_candidates, "training_json": str(training_json(settings))}
+
+
 def load_training_result(settings: Settings):  # -> churnops.models.training.TrainingResult
     from churnops.models.training import CandidateResult, TrainingResult
 
@@ -210,6 +254,7 @@ def register_stage(settings: Settings) -> dict[str, Any]:
         "data_check": checked,
         "next_training_data": next_training_data(result.data_version, decision.promoted,
                                                  registry.champion_info(settings)),
+        "failed_candidates": result.failed_candidates,
     }
     write_json_atomic(run_report_json(settings), report)
     log.info("register.done", version=decision.challenger_version, promoted=decision.promoted,

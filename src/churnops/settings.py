@@ -212,7 +212,7 @@ class SearchSettings(_Strict):
     max_rows: int = Field(20_000, ge=100)  # the search sees a stratified sample of at most this many rows
     halving_factor: int = Field(3, ge=2)  # each round keeps the best 1/factor of the settings, factor x rows
     min_rows: int = Field(1_000, ge=50)  # rows of a halving round, at least
-    early_stopping_rounds: int = Field(30, ge=1)  # XGBoost: trees without gain on the validation fold
+    early_stopping_rounds: int = Field(100, ge=1)  # XGBoost: trees without gain on the validation fold
 
 
 class TrainSettings(_Strict):

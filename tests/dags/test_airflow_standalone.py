@@ -41,26 +41,31 @@ def test_training_triggered_over_the_rest_api_registers_a_champion(tmp_path: Pat
             "churn_training",
             {
                 "data_path": "incoming/customers.csv",
-                "candidates": ["logistic_regression"],
+                "candidates": ["logistic_regression", "xgboost"],
                 "search_iterations": 1,
                 "reason": "triggered over the REST API",
             },
         )
         final = api.wait_for_run("churn_training", run["dag_run_id"], timeout_s=1200, poll_s=5)
-        states = {
-            ti["task_id"]: ti["state"] for ti in api.task_instances("churn_training", run["dag_run_id"])
-        }
+        tis = api.task_instances("churn_training", run["dag_run_id"])
+        states = {ti["task_id"]: ti["state"] for ti in tis}
         assert final["state"] == "success", (states, local.log_file.read_text()[-5000:])
+        # the LocalExecutor ran one mapped train task per candidate, named after it in the UI
+        mapped = sorted((ti["map_index"], ti.get("rendered_map_index"), ti["state"])
+                        for ti in tis if ti["task_id"] == "train_candidate")
+        assert mapped == [(0, "logistic_regression", "success"), (1, "xgboost", "success")], mapped
         assert states["restore_on_failure"] == "skipped"
         report = api.xcom("churn_training", run["dag_run_id"], "report")
         assert report["reason"] == "triggered over the REST API"
         champion = registry.champion_info(load_settings(home=home))
-        assert champion is not None and champion["candidate"] == "logistic_regression"
+        assert champion is not None and champion["candidate"] in ("logistic_regression", "xgboost")
+        assert report["training"]["failed_candidates"] == []
         assert report["registry"]["champion"] == champion["version"]
         # task logs carry churnops' structured fields, not just event names
         logs = "\n".join(p.read_text(errors="replace") for p in (local.home / "logs").rglob("*.log"))
         assert "data.versioned" in logs and "data_version=" in logs
         assert "register.done" in logs and "promoted=True" in logs
+        assert "task=\"search xgboost\"" in logs and "eta_s=" in logs  # the search's progress lines
     finally:
         stopped = local.stop(timeout_s=90)
     assert stopped

@@ -45,7 +45,9 @@ def test_training_dag_runs_the_pipeline_stages_in_order_with_restore_before_the_
         "version_data",
         "validate",
         "featurize",
-        "train",
+        "open_training",
+        "train_candidate",
+        "gather",
         "evaluate",
         "register",
         "publish",
@@ -59,16 +61,30 @@ def test_training_dag_runs_the_pipeline_stages_in_order_with_restore_before_the_
         assert (a, b) in got, f"{a} -> {b} missing"
     restore = dag.get_task("restore_on_failure")
     assert str(restore.trigger_rule) in ("one_failed", "TriggerRule.ONE_FAILED")
-    # restore follows every task before the commit point, and none after it
+    # restore follows every task before the commit point, and none after it; not the mapped candidates:
+    # one failing while another finished is no failure of the run (gather fails when none finished)
     assert restore.upstream_task_ids == {
         "version_data",
         "validate",
         "featurize",
-        "train",
+        "open_training",
+        "gather",
         "evaluate",
         "register",
     }
     assert dag.schedule is None and dag.max_active_runs == 1
+
+
+def test_training_dag_maps_one_task_per_candidate_and_gathers_when_at_least_one_finished(dagbag) -> None:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    dag = dagbag.dags["churn_training"]
+    mapped = dag.get_task("train_candidate")
+    assert isinstance(mapped, MappedOperator)  # dynamic task mapping: one instance per candidate at run time
+    assert mapped.upstream_task_ids == {"version_data", "open_training"}
+    assert mapped.retries >= 1  # a failed candidate is retried before the run goes on without it
+    gather = dag.get_task("gather")
+    assert str(gather.trigger_rule) in ("all_done_min_one_success", "TriggerRule.ALL_DONE_MIN_ONE_SUCCESS")
 
 
 def test_training_dag_params_are_typed_and_described_for_the_trigger_form(dagbag) -> None:

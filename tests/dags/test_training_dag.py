@@ -45,6 +45,9 @@ def test_training_dag_versions_the_data_trains_promotes_and_pushes_features(
     assert dag_run_state(dr) == "success", states
     assert states.pop("restore_on_failure") == "skipped"
     assert set(states.values()) == {"success"}, states
+    # one mapped train task per candidate of the run's conf, then one gathering
+    mapped = {t for t in states if t.startswith("train_candidate")}
+    assert mapped == {"train_candidate[0]", "train_candidate[1]"}
     settings = load_settings(home=home)
     # the data version: raw table in place, tracked and pushed to the local remote
     assert md5(settings.raw_path) == md5(home / "incoming" / "customers.csv")
@@ -67,6 +70,8 @@ def test_training_dag_versions_the_data_trains_promotes_and_pushes_features(
     assert report["reason"] == "first model"
     assert report["pipeline"]["promotion"]["promoted"] is True
     assert set(report["pipeline"]["candidates"]) == {"logistic_regression", "xgboost"}
+    assert report["training"]["failed_candidates"] == [] == report["pipeline"]["failed_candidates"]
+    assert set(report["training"]["finished_candidates"]) == {"logistic_regression", "xgboost"}
     assert not (run_dir / "features").exists(), "staged layers are removed once published"
     # the layers and reports became the project's
     gold = pd.read_parquet(settings.features_dir / "customers.parquet")
@@ -121,7 +126,7 @@ def test_a_training_run_that_fails_after_versioning_restores_the_previous_data_v
 
     states = task_states(dr)
     assert dag_run_state(dr) == "failed"
-    assert states["version_data"] == "success" and states["train"] == "failed", states
+    assert states["version_data"] == "success" and states["open_training"] == "failed", states
     assert states["restore_on_failure"] == "success"
     assert states["register"] == "upstream_failed" and states["push_features"] == "upstream_failed"
     assert _state(home) == before, "the raw table, its .dvc file, the layers and reports are as before"
@@ -150,3 +155,72 @@ def test_a_training_run_with_invalid_data_fails_at_once_and_changes_nothing(
     run_dirs = list((home / "data" / "runs").iterdir())
     report = (run_dirs[0] / "reports" / "incoming" / "validation.txt").read_text()
     assert "Customer_Age" in report
+
+
+def _try_numbers(dr) -> dict[str, int]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = dr.get_task_instances(session=session)
+        return {f"{ti.task_id}[{ti.map_index}]": ti.try_number for ti in tis if ti.map_index >= 0}
+
+
+# max_depth -1 passes the name check of params.yaml but fails every fit: this candidate always fails
+BROKEN_FOREST = {"train": {"search_spaces": {"random_forest": {"max_depth": {"choice": [-1]}}}}}
+
+
+def test_a_candidate_that_fails_after_its_retry_is_reported_and_the_run_goes_on_with_the_others(
+    airflow_db, dagbag, tmp_path: Path, project_env
+) -> None:
+    from churnops import registry
+    from churnops.settings import load_settings
+    from pipeline.orchestration import safe_run_id
+
+    home = make_project(tmp_path / "home", BROKEN_FOREST)
+    project_env(home)
+    conf = {"data_path": "incoming/customers.csv", "candidates": ["random_forest", "logistic_regression"],
+            "search_iterations": 1, "reason": "one candidate is broken"}
+
+    dr = dagbag.dags["churn_training"].test(run_conf=conf)
+
+    states = task_states(dr)
+    assert dag_run_state(dr) == "success", states
+    assert states["train_candidate[0]"] == "failed" and states["train_candidate[1]"] == "success", states
+    assert _try_numbers(dr)["train_candidate[0]"] == 2, "the failed candidate was retried once"
+    assert states["gather"] == "success" and states["register"] == "success"
+    assert states["restore_on_failure"] == "skipped"
+    report = json.loads((home / "data" / "runs" / safe_run_id(dr.run_id) / "run_report.json").read_text())
+    assert report["training"]["failed_candidates"] == ["random_forest"]
+    assert report["training"]["finished_candidates"] == ["logistic_regression"]
+    assert report["pipeline"]["failed_candidates"] == ["random_forest"]
+    assert list(report["pipeline"]["candidates"]) == ["logistic_regression"]
+    champion = registry.champion_info(load_settings(home=home))
+    assert champion is not None and champion["candidate"] == "logistic_regression"
+
+
+def test_a_run_whose_every_candidate_fails_restores_the_data_and_keeps_the_champion(
+    airflow_db, dagbag, trained_home: Path, tmp_path: Path, project_env
+) -> None:
+    from churnops import registry
+    from churnops.data.generate import generate_to_csv
+    from churnops.settings import load_settings
+
+    home = _copy_home(trained_home, tmp_path / "home")
+    project_env(home)
+    params = yaml.safe_load((home / "params.yaml").read_text())
+    params["train"]["search_spaces"]["random_forest"]["max_depth"] = {"choice": [-1]}
+    (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = load_settings(home=home)
+    before = _state(home)
+    champion_before = registry.champion_version(settings)
+    new_data = generate_to_csv(settings.schema, rows=1200, seed=12, out=tmp_path / "new.csv")
+
+    dr = dagbag.dags["churn_training"].test(
+        run_conf={"data_path": str(new_data), "candidates": ["random_forest"], "reason": "all broken"})
+
+    states = task_states(dr)
+    assert dag_run_state(dr) == "failed", states
+    assert states["train_candidate[0]"] == "failed" and states["gather"] == "upstream_failed", states
+    assert states["restore_on_failure"] == "success"
+    assert _state(home) == before, "the raw table, its .dvc file, the layers and reports are as before"
+    assert registry.champion_version(load_settings(home=home)) == champion_before
