@@ -178,11 +178,15 @@ def churn_training():
     @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
     def gather(ctx: dict, jobs: list[dict]) -> dict:
         """The candidates that finished (read from MLflow), the best of them, the parent run closed."""
+        from churnops.models.training import NoCandidateFinishedError
         from pipeline.modelling import gather_training_stage
         from pipeline.orchestration import run_settings
 
         names = [job["candidate"] for job in jobs]
-        return gather_training_stage(run_settings(ctx), jobs[0]["parent_run_id"], names)
+        try:
+            return gather_training_stage(run_settings(ctx), jobs[0]["parent_run_id"], names)
+        except NoCandidateFinishedError as exc:  # every candidate failed after its retries
+            raise _no_retry(exc) from exc
 
     @task
     def evaluate(ctx: dict, trained: dict) -> dict:
@@ -270,7 +274,7 @@ def churn_training():
     served = notify_serving(ctx, registered, pushed)
     report(ctx, trained, registered, published, pushed, served)
     # not the mapped candidates: one of them failing is no failure of the run while another finished (gather
-    # fails, or is upstream_failed, when none did)
+    # fails when none did)
     restore_on_failure().set_upstream([ctx, validated, gold, opened, trained, evaluated, registered])
 
 

@@ -220,7 +220,9 @@ def test_a_run_whose_every_candidate_fails_restores_the_data_and_keeps_the_champ
 
     states = task_states(dr)
     assert dag_run_state(dr) == "failed", states
-    assert states["train_candidate[0]"] == "failed" and states["gather"] == "upstream_failed", states
+    assert states["train_candidate[0]"] == "failed" and states["gather"] == "failed", states
+    assert _try_numbers(dr)["train_candidate[0]"] == 2
+    assert states["register"] == "upstream_failed"
     assert states["restore_on_failure"] == "success"
     assert _state(home) == before, "the raw table, its .dvc file, the layers and reports are as before"
     assert registry.champion_version(load_settings(home=home)) == champion_before
