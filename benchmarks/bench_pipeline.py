@@ -14,8 +14,8 @@ seconds, the best candidate's hold-out metrics, and the load average before and 
 shared: a figure measured under load says so).
 
 ``--code-root DIR`` runs another tree's code (``git archive <commit> src pipeline params.yaml dvc.yaml | tar
--x -C DIR``: "today's" pipeline) with its own params.yaml. ``--plot`` draws wall time against rows, one line
-per ``--curve LABEL=results.json``.
+-x -C DIR``: "today's" pipeline) with its own params.yaml. ``--plot`` draws wall time and CPU seconds against
+rows, one line per ``--curve LABEL=results.json``.
 """
 
 from __future__ import annotations
@@ -113,31 +113,35 @@ def one(rows: int, params: Path, workdir: Path, code_root: Path | None) -> dict:
 
 
 def plot(curves: list[str], out: Path) -> None:
+    """Wall time and CPU seconds (the process tree) against rows, one line per results file: on a shared
+    machine the CPU seconds compare runs measured at different loads."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for spec in curves:
         label, _, path = spec.partition("=")
-        doc = json.loads(Path(path).read_text())
-        points = sorted(doc["results"], key=lambda r: r["rows"])
-        xs, ys = [r["rows"] for r in points], [r["wall_s"] / 60 for r in points]
-        ax.plot(xs, ys, marker="o", label=label)
-        for r in points:
-            ax.annotate(f"{r['wall_s'] / 60:.1f} min\nload {r['loadavg_after'][0]:.0f}"
-                        if r.get("loadavg_after") else f"{r['wall_s'] / 60:.1f} min",
-                        (r["rows"], r["wall_s"] / 60), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.axhline(4, color="grey", lw=0.8, ls=":")
-    ax.axhline(20, color="grey", lw=0.8, ls="--")
-    ax.text(11_000, 4.3, "target 100k: 4 min", fontsize=7, color="grey")
-    ax.text(11_000, 21.5, "target 1M: 20 min", fontsize=7, color="grey")
-    ax.set(xscale="log", yscale="log", xlabel="rows (generated customers)",
-           ylabel="wall time of churnops train --data (min)",
-           title="Whole training pipeline: wall time against rows (2 cores, load in labels)")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+        points = sorted(json.loads(Path(path).read_text())["results"], key=lambda r: r["rows"])
+        for ax, key in zip(axes, ("wall_s", "cpu_s"), strict=True):
+            xs, ys = [r["rows"] for r in points], [r[key] / 60 for r in points]
+            ax.plot(xs, ys, marker="o", label=label)
+            for r, y in zip(points, ys, strict=True):
+                load = r.get("loadavg_after")
+                note = f"{y:.1f} min" + (f"\nload {load[0]:.0f}" if load and key == "wall_s" else "")
+                ax.annotate(note, (r["rows"], y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes[0].axhline(4, color="grey", lw=0.8, ls=":")
+    axes[0].axhline(20, color="grey", lw=0.8, ls="--")
+    axes[0].text(11_000, 4.3, "target 100k: 4 min (idle)", fontsize=7, color="grey")
+    axes[0].text(11_000, 21.5, "target 1M: 20 min (idle)", fontsize=7, color="grey")
+    axes[0].set(ylabel="wall time of churnops train --data (min)", title="wall time (load in labels)")
+    axes[1].set(ylabel="CPU time of its process tree (min)", title="CPU time (steady under load)")
+    for ax in axes:
+        ax.set(xscale="log", yscale="log", xlabel="rows (generated customers)")
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("Whole training pipeline on 2 cores")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(f"plot: {out}")
