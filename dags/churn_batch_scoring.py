@@ -3,9 +3,11 @@
 Nightly (env `CHURNOPS_SCORING_SCHEDULE`, a cron expression or preset; default `0 2 * * *`):
 
 `score_customers` scores the gold layer (`data/features/customers.parquet`) with the champion: churn
-probability, risk level, anomaly flag. The rows go to the scores table (`batch.table` in
-`CHURNOPS_DATABASE_URL`: SQLite by default, PostgreSQL by URL) in one transaction that replaces this run's
-rows (a retry never duplicates), and to `data/scores/scores-<run>.parquet` + `latest.parquet`.
+probability, risk level, anomaly flag, risk drivers, recommended action, expected loss. The rows and the
+analytics marts (customer dimension, KPI, segment and movement marts; docs/analytics.md) go to
+`CHURNOPS_DATABASE_URL` (SQLite by default, PostgreSQL by URL) in one transaction that replaces this run's
+rows (a retry never duplicates; a failed refresh leaves the previous run's marts as they were), then to
+`data/scores/scores-<run>.parquet` + `latest.parquet` and the BI exports (`data/exports/`, CSV + Parquet).
 
 `top_at_risk` reads the run back from the table and lists the customers most at risk in its log; its
 return value (XCom) is what the REST API serves for the run
@@ -32,7 +34,7 @@ def _task_logging(context) -> None:
 
 @dag(
     dag_id="churn_batch_scoring",
-    description="Score every customer with the champion into the scores table and Parquet",
+    description="Score every customer with the champion; refresh the scores, analytics marts and BI exports",
     doc_md=__doc__,
     schedule=SCHEDULE,
     start_date=datetime(2025, 1, 1),
@@ -61,7 +63,7 @@ def _task_logging(context) -> None:
 def churn_batch_scoring():
     @task
     def score_customers() -> dict:
-        """Score the gold layer with the champion; the table (one transaction) and the Parquet export."""
+        """Score the gold layer with the champion; scores and marts (one transaction), then the exports."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from churnops.settings import load_settings

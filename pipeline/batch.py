@@ -7,12 +7,15 @@
    raises a critical alert: :mod:`monitoring.integrity`);
 2. read ``<features_dir>/customers.parquet`` (id + feature columns; the label is never read) and score it
    in chunks: churn probability, risk level (``serving.risk_levels``), anomaly flag and score;
-3. write the run's rows to the scores table (``batch.table`` in ``CHURNOPS_DATABASE_URL``: SQLite by
-   default, PostgreSQL by URL) in **one transaction** that first deletes any rows of the same run id, so a
-   retried run replaces its own rows and readers see all of a run or none of it; runs beyond
-   ``batch.keep_runs`` are deleted in the same transaction;
-4. export the run as ``<export_dir>/scores-<run>.parquet`` and ``latest.parquet`` (atomic writes);
-5. log the ``batch.top_n`` customers most at risk.
+3. add the analytics of the run (:mod:`churnops.analytics`): risk drivers, recommended action and expected
+   loss per customer, and the KPI, segment and movement marts;
+4. write the run's rows to the scores table (``batch.table`` in ``CHURNOPS_DATABASE_URL``: SQLite by
+   default, PostgreSQL by URL) and the marts in **one transaction** (:mod:`churnops.database`) that first
+   deletes any rows of the same run id, so a retried run replaces its own rows and readers see all of a
+   run or none of it; runs beyond ``batch.keep_runs`` are deleted in the same transaction;
+5. export the run as ``<export_dir>/scores-<run>.parquet`` and ``latest.parquet``, and the marts as BI
+   exports (``analytics.export_dir``; atomic writes);
+6. log the ``batch.top_n`` customers most at risk.
 
 Readers take the latest run with :func:`latest_run_id` and the highest risks with :func:`top_at_risk`.
 
@@ -30,18 +33,18 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from churnops import database
+from churnops.analytics.exports import export_marts
+from churnops.analytics.marts import RunMeta, refresh
 from churnops.integrity import IntegrityError
 from churnops.io import atomic_path
 from churnops.logs import get_logger, progress
 from churnops.settings import Settings
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
 
 log = get_logger(__name__)
 
@@ -64,53 +67,14 @@ class BatchResult:
     latest_parquet: str
     risk_counts: dict[str, int]
     anomalies: int
+    kpi: dict[str, Any] = field(default_factory=dict)  # the run's row of mart_run_kpi
+    exports: str = ""  # folder of the run's BI exports
     top: list[dict[str, Any]] = field(default_factory=list)
     deleted_runs: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# -- the table -----------------------------------------------------------------------------------
-def scores_table(name: str, metadata: sa.MetaData) -> sa.Table:
-    import sqlalchemy as sa
-
-    return sa.Table(
-        name,
-        metadata,
-        sa.Column("run_id", sa.String(128), primary_key=True),
-        sa.Column("customer_id", sa.String(64), primary_key=True),
-        sa.Column("churn_probability", sa.Float, nullable=False),
-        sa.Column("risk_level", sa.String(16), nullable=False),
-        sa.Column("anomaly", sa.Boolean, nullable=False),
-        sa.Column("anomaly_score", sa.Float, nullable=False),
-        sa.Column("model_version", sa.String(32), nullable=False),
-        sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Index(f"ix_{name}_scored_at", "scored_at"),
-        sa.Index(f"ix_{name}_run_risk", "run_id", "churn_probability"),
-    )
-
-
-def safe_db_url(url: str) -> str:
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
-
-
-def engine_for(settings: Settings) -> sa.Engine:
-    """An engine on ``settings.database_url``; a SQLite file's folder is created."""
-    import sqlalchemy as sa
-
-    url = sa.engine.make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        # wait for a concurrent writer instead of failing at once
-        return sa.create_engine(url, connect_args={"timeout": 60})
-    return sa.create_engine(url, pool_pre_ping=True)
 
 
 # -- scoring -------------------------------------------------------------------------------------
@@ -151,6 +115,7 @@ def score_frame(
     proba = np.empty(n, dtype=np.float64)
     anomaly_score = np.empty(n, dtype=np.float64)
     anomaly = np.empty(n, dtype=bool)
+    out_of_range = np.full(n, None, dtype=object)
     starts = range(0, n, chunk_size)
     for start in progress(starts, task="batch.score", total=len(starts)):
         part = frame.iloc[start : start + chunk_size]
@@ -158,6 +123,10 @@ def score_frame(
         s, flag = detector.score_frame(part[schema.feature_columns])
         anomaly_score[start : start + len(part)] = s
         anomaly[start : start + len(part)] = flag
+        flagged = np.flatnonzero(flag)
+        if len(flagged):
+            flagged_rows = part.iloc[flagged][schema.feature_columns]
+            out_of_range[start + flagged] = _out_of_range(detector, flagged_rows)
     risk = np.where(proba > levels.high, "High", np.where(proba > levels.medium, "Medium", "Low"))
     return pd.DataFrame(
         {
@@ -166,41 +135,22 @@ def score_frame(
             "risk_level": risk,
             "anomaly": anomaly,
             "anomaly_score": anomaly_score,
+            "out_of_range": out_of_range,
         }
     )
 
 
-def _write_table(
-    engine: sa.Engine,
-    table: sa.Table,
-    scores: pd.DataFrame,
-    run_id: str,
-    model_version: str,
-    scored_at: datetime,
-    chunk_size: int,
-    keep_runs: int,
-) -> list[str]:
-    """One transaction: replace this run's rows, insert the new ones, drop runs beyond `keep_runs`."""
-    import sqlalchemy as sa
-
-    table.metadata.create_all(engine, checkfirst=True)
-    deleted: list[str] = []
-    records = scores.assign(model_version=model_version, scored_at=scored_at, run_id=run_id)
-    records["anomaly"] = records["anomaly"].astype(bool)
-    with engine.begin() as conn:
-        conn.execute(table.delete().where(table.c.run_id == run_id))
-        for start in range(0, len(records), chunk_size):
-            chunk = records.iloc[start : start + chunk_size]
-            conn.execute(table.insert(), chunk.to_dict("records"))
-        runs = conn.execute(
-            sa.select(table.c.run_id, sa.func.max(table.c.scored_at).label("at"))
-            .group_by(table.c.run_id)
-            .order_by(sa.desc("at"), sa.desc(table.c.run_id))
-        ).all()
-        deleted = [r.run_id for r in runs[keep_runs:]]
-        if deleted:
-            conn.execute(table.delete().where(table.c.run_id.in_(deleted)))
-    return deleted
+def _out_of_range(detector: Any, rows: pd.DataFrame) -> list[str | None]:
+    """For each row: "column=value (expected low..high)" for its numeric values outside the reference
+    range the detector widened (None when the row was flagged for its combination of values only)."""
+    outside = detector.outside_range(detector.encoder.transform(rows))
+    columns = detector.range_columns
+    out: list[str | None] = []
+    for i, row in enumerate(outside):
+        parts = [f"{columns[j]}={rows.iloc[i][columns[j]]:g} (expected {detector.range_low[j]:g}.."
+                 f"{detector.range_high[j]:g})" for j in np.flatnonzero(row)]
+        out.append("; ".join(parts) or None)
+    return out
 
 
 def _export(
@@ -229,8 +179,6 @@ def score_customers(
     settings: Settings, run_id: str | None = None, customers: Path | None = None, top_n: int | None = None
 ) -> BatchResult:
     """Score every customer of the gold layer with the champion; see the module docstring."""
-    import sqlalchemy as sa
-
     from churnops import registry
 
     cfg = settings.params.batch
@@ -268,6 +216,13 @@ def score_customers(
         ) from exc
     if frame.empty:
         raise BatchError(f"{path} holds no customers")
+    ids = frame[schema.id_column].astype(str)
+    twice = ids[ids.duplicated()].unique()
+    if len(twice):
+        raise BatchError(
+            f"{path} holds {len(twice)} customer id(s) more than once (e.g. {', '.join(twice[:5])}) in "
+            f"{schema.id_column}: nothing was scored; the scores table and the marts were left as they were"
+        )
     scored_at = datetime.now(UTC)
     log.info(
         "batch.start", run_id=run_id, customers=len(frame), model_version=champion.version, source=str(path)
@@ -276,23 +231,17 @@ def score_customers(
     seconds["score"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
-    engine = engine_for(settings)
-    table = scores_table(cfg.table, sa.MetaData())
+    meta = RunMeta(run_id, scored_at, champion.version, _data_version(settings))
     try:
-        deleted = _write_table(
-            engine, table, scores, run_id, champion.version, scored_at, cfg.chunk_size, cfg.keep_runs
-        )
-    except sa.exc.SQLAlchemyError as exc:
-        raise BatchError(
-            f"writing scores to {safe_db_url(settings.database_url)} table {cfg.table} failed; "
-            f"the table was left as it was: {exc}"
-        ) from exc
-    finally:
-        engine.dispose()
+        marts = refresh(settings, meta, frame, scores, champion.scorer)
+    except database.DatabaseError as exc:
+        raise BatchError(str(exc)) from exc
+    deleted = marts.deleted_runs
     seconds["write_table"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
     run_path, latest = _export(settings, scores, run_id, champion.version, scored_at, deleted)
+    exports = export_marts(settings, meta, marts)
     seconds["export"] = round(time.perf_counter() - t, 3)
 
     top = scores.nlargest(top_n, "churn_probability") if top_n else scores.iloc[:0]
@@ -315,11 +264,13 @@ def score_customers(
         rows=len(scores),
         scored_at=scored_at.isoformat(timespec="seconds"),
         table=cfg.table,
-        database=safe_db_url(settings.database_url),
+        database=database.safe_url(settings.database_url),
         parquet=str(run_path),
         latest_parquet=str(latest),
         risk_counts={lvl: int(counts.get(lvl, 0)) for lvl in ("High", "Medium", "Low")},
         anomalies=int(scores["anomaly"].sum()),
+        kpi=_plain(marts.kpi.iloc[0].to_dict()),
+        exports=exports.folder,
         top=top_list,
         deleted_runs=deleted,
         seconds=seconds,
@@ -339,45 +290,40 @@ def score_customers(
 # -- reading -------------------------------------------------------------------------------------
 def latest_run_id(settings: Settings) -> str | None:
     """The run id of the most recent scoring run in the table, or None."""
-    import sqlalchemy as sa
+    from churnops.analytics.read import MartReader
 
-    engine = engine_for(settings)
-    table = scores_table(settings.params.batch.table, sa.MetaData())
-    try:
-        if not sa.inspect(engine).has_table(table.name):
-            return None
-        with engine.connect() as conn:
-            row = conn.execute(
-                sa.select(table.c.run_id)
-                .order_by(sa.desc(table.c.scored_at), sa.desc(table.c.run_id))
-                .limit(1)
-            ).first()
-        return None if row is None else str(row.run_id)
-    finally:
-        engine.dispose()
+    with MartReader.open(settings) as marts:
+        return marts.latest_run_id()
 
 
 def top_at_risk(settings: Settings, n: int = 20, run_id: str | None = None) -> list[dict[str, Any]]:
     """The `n` customers with the highest churn probability in a scoring run (default: the latest)."""
-    import sqlalchemy as sa
+    from churnops.analytics.read import MartReader
 
-    run_id = run_id or latest_run_id(settings)
-    if run_id is None:
-        return []
-    engine = engine_for(settings)
-    table = scores_table(settings.params.batch.table, sa.MetaData())
-    try:
-        with engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    sa.select(table)
-                    .where(table.c.run_id == run_id)
-                    .order_by(sa.desc(table.c.churn_probability), table.c.customer_id)
-                    .limit(n)
-                )
-                .mappings()
-                .all()
-            )
-    finally:
-        engine.dispose()
-    return [{**dict(r), "scored_at": r["scored_at"].isoformat() if r["scored_at"] else None} for r in rows]
+    with MartReader.open(settings) as marts:
+        run_id = run_id or marts.latest_run_id()
+        if run_id is None:
+            return []
+        rows = marts.top_at_risk(run_id, n)
+    return [{**r, "scored_at": r["scored_at"].isoformat() if r["scored_at"] else None}
+            for r in rows.to_dict("records")]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A mart row as JSON-friendly values (numpy scalars as Python numbers, NaN as None, times as text)."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, pd.Timestamp | datetime):
+            out[k] = v.isoformat()
+        elif v is None or (isinstance(v, float | np.floating) and np.isnan(v)):
+            out[k] = None
+        else:
+            out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def _data_version(settings: Settings) -> str | None:
+    """The DVC data version of the raw table the gold layer was built from (None when not versioned)."""
+    from pipeline.versioning import data_version, dvc_file_for
+
+    return data_version(dvc_file_for(settings.raw_path))

@@ -77,10 +77,12 @@ def summarise_report(report: dict) -> str:
               show_default=True, help="Seconds to follow the retraining run the drift check triggers.")
 @click.option("--keep-airflow", is_flag=True,
               help="Leave the demo's Airflow running at the end (stop it with `churnops airflow down`).")
+@click.option("--dashboard", "start_dashboard", is_flag=True,
+              help="At the end, start the analytics dashboard on the demo's marts (Ctrl-C stops it).")
 @pass_app
 @friendly_errors
 def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool, no_airflow: bool,
-         retrain_timeout_s: float, keep_airflow: bool) -> None:
+         retrain_timeout_s: float, keep_airflow: bool, start_dashboard: bool) -> None:
     """The whole loop on demo data: generate -> DVC -> train -> Redis -> /predict -> drift -> retraining.
 
     The retraining runs in a local Airflow (`airflow standalone`, as `churnops airflow up`) started for the
@@ -88,13 +90,21 @@ def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool, no
     cannot start, the demo says why and goes on without retraining. Exit 1 when the retraining run fails or
     does not finish within --retrain-timeout.
     """
-    from pipeline.demo import run_demo
+    from pipeline.demo import dashboard_command, run_demo
 
     results = run_demo(app.settings, rows=rows, seed=seed, drift=not no_drift, airflow=not no_airflow,
                        keep_airflow=keep_airflow, retrain_timeout_s=retrain_timeout_s)
     click.echo("\ndemo finished: `churnops models champion`, `churnops drift triggers`, `churnops serve`, "
-               "`mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db` to look further")
+               "`mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db` to look further;\n"
+               f"the analytics dashboard: `{dashboard_command(app.settings)}` "
+               "(or `scripts/demo --dashboard`)")
     retraining = results.get("retraining") or {}
+    if start_dashboard:
+        import shlex
+        import subprocess
+
+        click.echo("starting the analytics dashboard (Ctrl-C stops it)")
+        subprocess.call(shlex.split(dashboard_command(app.settings)))
     if retraining.get("status") == "triggered" and retraining.get("state") != "success":
         raise click.ClickException(
             f"the retraining run {retraining.get('dag_run_id')} ended {retraining.get('state')}"
@@ -191,9 +201,15 @@ def score(app: AppContext, run_id: str | None, customers: Path | None, top_n: in
         echo_json(result.to_dict())
         return
     counts = "  ".join(f"{k} {v}" for k, v in result.risk_counts.items())
+    kpi = result.kpi
+    revenue = "-" if kpi.get("revenue_at_risk") is None else f"{kpi['revenue_at_risk']:,.0f}"
     click.echo(f"scored {result.rows} customers with model version {result.model_version} "
                f"(run {result.run_id})\n  risk: {counts}  anomalies: {result.anomalies}\n"
-               f"  table {result.table} in {result.database}\n  parquet {result.parquet}")
+               f"  expected churners {kpi.get('expected_churners', 0):,.0f} (churn rate "
+               f"{kpi.get('churn_rate', 0):.1%}), revenue at risk {revenue}, "
+               f"{kpi.get('actions', 0)} recommended actions (`churnops actions --top 50`)\n"
+               f"  table {result.table} and the marts in {result.database}\n  parquet {result.parquet}\n"
+               f"  BI exports {result.exports}\n  dashboard: `churnops dashboard`")
     if result.top:
         click.echo("most at risk:")
         for row in result.top:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -301,6 +302,26 @@ def _show(title: str, response: requests.Response) -> dict[str, Any]:
     return doc
 
 
+def score_for_analytics(settings: Settings) -> dict[str, Any]:
+    """Batch scoring of every customer: the scores, the analytics marts and the BI exports the dashboard
+    reads; prints the run's figures and the dashboard command."""
+    from pipeline.batch import score_customers
+
+    print("batch scoring every customer: scores, analytics marts (KPIs, segments, actions), BI exports")
+    result = score_customers(settings, top_n=5)
+    kpi = result.kpi
+    print(f"run {result.run_id}: {result.rows} customers, expected churners {kpi['expected_churners']:,.0f} "
+          f"(churn rate {kpi['churn_rate']:.1%}), revenue at risk "
+          f"{'-' if kpi['revenue_at_risk'] is None else format(kpi['revenue_at_risk'], ',.0f')}, "
+          f"{kpi['actions']} recommended actions\n  BI exports: {result.exports}\n"
+          f"  dashboard: {dashboard_command(settings)}")
+    return result.to_dict()
+
+
+def dashboard_command(settings: Settings) -> str:
+    return f"{shlex.quote(_churnops())} --home {shlex.quote(str(settings.home))} dashboard --port 8501"
+
+
 def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = None,
              drift: bool = True, airflow: bool = True, keep_airflow: bool = False,
              retrain_timeout_s: float = RETRAIN_TIMEOUT_S, airflow_port: int | None = None) -> dict[str, Any]:
@@ -328,16 +349,17 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
     report = run_training(settings, table)
     print(summarise_report(report))
 
-    _say("3/6 pushing every customer's features to the Redis feature store")
+    _say("3/6 pushing every customer's features to the Redis feature store; batch scoring them")
     ensure_redis(settings)
     pushed = FeatureStore.from_settings(settings).push_file(settings.features_dir / "customers.parquet")
     print(json.dumps(pushed.to_dict(), indent=2, default=str))
+    scoring = score_for_analytics(settings)
 
     _say("4/6 starting the server and sending predictions")
     test = pd.read_parquet(settings.features_dir / "test.parquet")
     churner = test[test["churn"] == 1].iloc[0]
     stayer = test[test["churn"] == 0].iloc[0]
-    results: dict[str, Any] = {"report": report}
+    results: dict[str, Any] = {"report": report, "scoring": scoring}
     with running_server(settings, _free_port()) as base:
         results["full_payload"] = _show("full payload (a customer who churned)",
                                         requests.post(f"{base}/predict", json=payload(churner, settings)))

@@ -119,21 +119,27 @@ class Scorer:
     def predict_proba_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.predict_proba_encoded(self.encoder.transform(frame))
 
+    def contributions_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Contributions to the churn log-odds (rows x encoded features, bias dropped) of encoded rows.
+
+        XGBoost: the booster's own SHAP contributions. Linear models: coefficient x scaled value.
+        Other estimators: not supported (raises NotImplementedError)."""
+        X = self._middle(encoded)  # noqa: N806
+        if self._booster is not None:
+            import xgboost as xgb
+
+            return self._booster.predict(xgb.DMatrix(X), pred_contribs=True)[:, :-1]  # drop bias
+        if hasattr(self.estimator, "coef_"):
+            return X * np.asarray(self.estimator.coef_).reshape(1, -1)
+        raise NotImplementedError(f"explanations are not available for {self.kind}")
+
     def explain(self, records: Sequence[Mapping[str, Any]]) -> list[list[Contribution]]:
         """Per-row contributions to the churn log-odds, summed per raw column, largest effect first.
 
         XGBoost: the booster's own SHAP contributions. Linear models: coefficient x scaled value.
         Other estimators: not supported (raises NotImplementedError).
         """
-        X = self.matrix(records)  # noqa: N806
-        if self._booster is not None:
-            import xgboost as xgb
-
-            contribs = self._booster.predict(xgb.DMatrix(X), pred_contribs=True)[:, :-1]  # drop bias
-        elif hasattr(self.estimator, "coef_"):
-            contribs = X * np.asarray(self.estimator.coef_).reshape(1, -1)
-        else:
-            raise NotImplementedError(f"explanations are not available for {self.kind}")
+        contribs = self.contributions_encoded(self.encoder.encode_records(records))
         rows = []
         for row in contribs:
             per_column: dict[str, float] = {}

@@ -12,7 +12,7 @@ CHURNOPS_ARTIFACT_ROOT where new experiments keep artifacts (default: $CHURNOPS_
                        or an s3://bucket/prefix)
 CHURNOPS_DVC_REMOTE    default DVC remote (default: $CHURNOPS_HOME/.dvc-storage, or s3://bucket/prefix)
 REDIS_URL              feature store and prediction log (default: redis://127.0.0.1:6379/0)
-CHURNOPS_DATABASE_URL  batch scores table (default: sqlite:///$CHURNOPS_HOME/data/scores/scores.db)
+CHURNOPS_DATABASE_URL  batch scores table and analytics marts (default: sqlite:///$CHURNOPS_HOME/data/scores/scores.db)
 CHURNOPS_AIRFLOW_URL, CHURNOPS_AIRFLOW_USER, CHURNOPS_AIRFLOW_PASSWORD
                        Airflow REST API that drift monitoring triggers retraining through (read by
                        monitoring.retrain when it triggers; secrets never enter Settings)
@@ -310,6 +310,39 @@ class BatchSettings(_Strict):
     chunk_size: int = Field(10_000, ge=100)  # rows per INSERT batch
 
 
+class ActionRule(_Strict):
+    """A retention action and the risk drivers that call for it (a driver: a feature column or a ratio)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # stable key (marts, exports)
+    action: str  # what the retention team reads: "Engagement offer"
+    priority: int = Field(ge=1)  # 1 first: among the rules a customer's drivers match, the lowest wins
+    drivers: list[str] = Field(min_length=1)
+
+
+class AnalyticsSettings(_Strict):
+    """Marts, retention actions and BI exports written with every batch-scoring run (docs/analytics.md)."""
+
+    value_column: str | None = None  # numeric column: revenue at risk = probability x value; None: no revenue
+    bands: dict[str, list[float]] = Field(default_factory=dict)  # numeric column -> ascending band edges
+    top_drivers: int = Field(3, ge=1, le=10)  # risk drivers kept per customer
+    action_levels: list[Literal["High", "Medium", "Low"]] = Field(default_factory=lambda: ["High"])
+    default_action: str = "Retention review call"  # when no rule matches a customer's drivers
+    actions: list[ActionRule] = Field(default_factory=list)
+    reasons: dict[str, str] = Field(default_factory=dict)  # driver -> phrase ({value}, {change})
+    export_dir: Path = Path("data/exports")  # timestamped CSV + Parquet of the marts, and latest/
+    export_formats: list[Literal["csv", "parquet"]] = Field(default_factory=lambda: ["csv", "parquet"])
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnalyticsSettings:
+        for column, edges in self.bands.items():
+            if not edges or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"bands of {column!r} must be a non-empty list of ascending edges")
+        names = [r.name for r in self.actions]
+        if len(set(names)) != len(names):
+            raise ValueError("analytics.actions names must be unique")
+        return self
+
+
 class OutlierSettings(_Strict):
     n_estimators: int = Field(100, ge=1)
     max_samples: int = Field(256, ge=2)  # rows drawn per tree (the paper's psi)
@@ -387,6 +420,28 @@ class Params(_Strict):
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     batch: BatchSettings = BatchSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+
+    @model_validator(mode="after")
+    def _analytics_names_schema_columns(self) -> Params:
+        schema, cfg = self.schema_, self.analytics
+        if cfg.value_column is not None and cfg.value_column not in schema.numeric:
+            raise ValueError(f"analytics.value_column {cfg.value_column!r} is not a numeric column "
+                             f"of the schema")
+        for column in cfg.bands:
+            if column not in schema.numeric:
+                raise ValueError(f"analytics.bands: {column!r} is not a numeric column of the schema")
+        drivers = set(schema.feature_columns) | set(schema.ratios)
+        for rule in cfg.actions:
+            unknown = [d for d in rule.drivers if d not in drivers]
+            if unknown:
+                raise ValueError(f"analytics.actions {rule.name!r}: drivers {unknown} are neither feature "
+                                 f"columns nor ratios of the schema")
+        unknown = sorted(set(cfg.reasons) - drivers)
+        if unknown:
+            raise ValueError(f"analytics.reasons: {unknown} are neither feature columns nor ratios "
+                             f"of the schema")
+        return self
 
 
 class Settings(BaseModel):
