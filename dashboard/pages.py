@@ -57,7 +57,7 @@ def _pct(value: Any) -> str:
 
 def _bar(frame: pd.DataFrame, column: str, title: str, order: list[str], fmt: str) -> alt.Chart:
     return (alt.Chart(frame, title=title).mark_bar()
-            .encode(x=alt.X("segment:N", sort=order, title=None),
+            .encode(x=alt.X("segment:N", sort=order, title=None, axis=alt.Axis(labelAngle=0)),
                     y=alt.Y(f"{column}:Q", title=None, axis=alt.Axis(format=fmt)),
                     tooltip=["segment", alt.Tooltip(f"{column}:Q", format=fmt), "customers"]))
 
@@ -152,7 +152,9 @@ def segments(page: Page) -> None:
         cols = st.columns(4)
         for i, d in enumerate(dims):
             filters[d.name] = cols[i % 4].multiselect(_pretty(d.name), list(d.labels), key=f"filter_{d.name}")
-    by = st.selectbox("Break down by", [d.name for d in dims], format_func=_pretty, key="breakdown")
+    names = [d.name for d in dims]
+    first_band = next((i for i, d in enumerate(dims) if d.edges), 0)
+    by = st.selectbox("Break down by", names, index=first_band, format_func=_pretty, key="breakdown")
     chosen = {k: v for k, v in filters.items() if v}
     frame = page.q("breakdown", page.run_id, by, chosen)
     totals = page.q("totals", page.run_id, chosen)

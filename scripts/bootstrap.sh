@@ -54,3 +54,17 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
   fi
 fi
 export DVC_NO_ANALYTICS=1 TRANSFORMERS_VERBOSITY=error
+
+# The dashboard's browser test drives Debian's chromium with chromium-driver (Selenium): install them where
+# missing (as root, quietly, only when absent).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium and chromium-driver (the dashboard's browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } \
+      || say "could not install chromium/chromium-driver: the dashboard's browser test fails until they are installed"
+  else
+    say "no chromium/chromedriver here and not root: apt-get install chromium chromium-driver (the browser test)"
+  fi
+fi

@@ -282,3 +282,39 @@ def test_actions_command_prints_the_top_actions_with_reasons(scoring_home: Path)
     for line, row in zip(lines, top.itertuples(), strict=True):
         assert row.customer_id in line and row.recommended_action in line
         assert row.action_reason[:30] in proc.stdout
+
+
+def test_each_run_exports_its_marts_as_csv_and_parquet_with_a_latest_copy(scoring_home: Path) -> None:
+    import json
+
+    from pipeline.batch import score_customers
+
+    params = yaml.safe_load((scoring_home / "params.yaml").read_text())
+    params["batch"]["keep_runs"] = 2
+    (scoring_home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = _settings(scoring_home, None)
+    root = settings.path(settings.params.analytics.export_dir)
+    score_customers(settings, run_id="night-1")
+    score_customers(settings, run_id="night-2")
+    retried = score_customers(settings, run_id="night-2")  # replaces night-2's folder, not a second one
+    last = score_customers(settings, run_id="night-3")  # night-1 is pruned: its folder goes too
+    folders = sorted(p.name.split("__", 1)[1] for p in root.iterdir() if p.is_dir() and p.name != "latest")
+    assert folders == ["night-2", "night-3"]
+    assert Path(retried.exports).is_dir() and Path(last.exports).is_dir()
+    marts = ["kpi", "segments", "segment_cells", "movement", "actions", "customers"]
+    for name in marts:
+        parquet = pd.read_parquet(Path(last.exports) / f"{name}.parquet")
+        csv = pd.read_csv(Path(last.exports) / f"{name}.csv")
+        assert len(parquet) == len(csv) and list(parquet.columns) == list(csv.columns)
+        pd.testing.assert_frame_equal(parquet, pd.read_parquet(root / "latest" / f"{name}.parquet"))
+    manifest = json.loads((root / "latest" / "manifest.json").read_text())
+    assert manifest["run_id"] == "night-3" and len(manifest["files"]) == 2 * len(marts)
+    customers = pd.read_parquet(root / "latest" / "customers.parquet")
+    fact = _table(settings, settings.params.batch.table, "night-3")
+    assert sorted(customers.customer_id) == sorted(fact.customer_id)
+    assert np.allclose(customers.set_index("customer_id").churn_probability.sort_index(),
+                       fact.set_index("customer_id").churn_probability.sort_index())
+    assert "gender" in customers.columns  # each customer's segments come along
+    kpi = pd.read_parquet(root / "latest" / "kpi.parquet")
+    assert list(kpi.run_id) == ["night-2", "night-3"]  # the trend of the kept runs
+    assert not list(root.rglob(".*.tmp")) and not [p for p in root.rglob(".*") if p.is_file()]
