@@ -48,6 +48,21 @@ def test_batch_scoring_dag_writes_every_customer_to_the_table_and_parquet_and_li
     assert scores.anomaly.astype(bool).sum() >= 1  # contamination 1%: some customers look unusual
     exported = pd.read_parquet(settings.path(settings.params.batch.export_dir) / "latest.parquet")
     assert len(exported) == len(gold) and set(exported.run_id) == {dr.run_id}
+    # the same run refreshed the analytics marts and the BI exports
+    import json
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.database_url)
+    try:
+        kpi = pd.read_sql(sa.text("SELECT * FROM mart_run_kpi"), engine)
+    finally:
+        engine.dispose()
+    assert list(kpi.run_id) == [dr.run_id] and kpi.customers.iloc[0] == len(gold)
+    scored = xcom_value(dr, "score_customers")
+    assert scored["kpi"]["customers"] == len(gold) and Path(scored["exports"]).is_dir()
+    latest = settings.path(settings.params.analytics.export_dir) / "latest" / "manifest.json"
+    assert json.loads(latest.read_text())["run_id"] == dr.run_id
     rows = xcom_value(dr, "top_at_risk")
     assert [r["customer_id"] for r in rows] == list(
         scores.sort_values(["churn_probability", "customer_id"], ascending=[False, True]).customer_id[:5]
