@@ -79,11 +79,12 @@ def model(schema: Any) -> SimpleNamespace:
     return SimpleNamespace(scorer=Scorer(pipe), detector=detector)
 
 
-def home_for(url: str | None, root: Path) -> Any:
+def home_for(url: str | None, root: Path, driver_method: str) -> Any:
     from churnops.settings import load_settings
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["batch"]["chunk_size"] = 50_000
+    params["analytics"]["driver_method"] = driver_method
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return load_settings(home=root, env={"CHURNOPS_DATABASE_URL": url} if url else {})
@@ -116,6 +117,24 @@ def refresh_run(settings: Any, m: SimpleNamespace, frame: pd.DataFrame, run_id: 
     export_marts(settings, meta, marts)
     timings[f"{run_id} BI exports (CSV + Parquet)"] = time.perf_counter() - t
     return marts
+
+
+def drivers_side_by_side(schema: Any, m: SimpleNamespace, frame: pd.DataFrame, n: int) -> dict[str, float]:
+    """Exact SHAP vs approximate contributions on the same `n` highest-risk customers (seconds each)."""
+    from churnops.analytics.drivers import top_drivers
+
+    sample = frame.iloc[:200_000]
+    p = m.scorer.predict_proba_frame(sample[schema.feature_columns])
+    high = sample.iloc[np.argsort(-p)[:n]]
+    out = {}
+    for method in ("approx", "exact"):
+        t = time.perf_counter()
+        top_drivers(m.scorer, schema, high, 3, approx=method == "approx")
+        out[f"{method}_s"] = time.perf_counter() - t
+    out["customers"] = len(high)
+    print(f"drivers of {len(high):,} High customers: exact {out['exact_s']:.1f} s, "
+          f"approx {out['approx_s']:.1f} s (load {_load()})", flush=True)
+    return out
 
 
 def page_loads(settings: Any, run_id: str, customer_id: str, repeat: int = 5) -> dict[str, dict[str, float]]:
@@ -155,6 +174,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--database", default="sqlite,postgresql")
+    ap.add_argument("--driver-method", choices=["exact", "approx"], default="exact",
+                    help="analytics.driver_method for the runs (exact SHAP: ~40x approx per customer)")
+    ap.add_argument("--driver-sample", type=int, default=2000,
+                    help="High-risk customers on which both driver methods are timed side by side")
     args = ap.parse_args()
     print(f"load average at start: {_load()} ({os.cpu_count()} cores)", flush=True)
     schema = load_settings(home=REPO).schema
@@ -166,7 +189,10 @@ def main() -> None:
     idx = second.index[: min(300_000, len(second) // 3)]
     second.loc[idx, "Total_Trans_Ct"] = (second.loc[idx, "Total_Trans_Ct"] * 0.6).round()
     second.loc[idx, "Contacts_Count_12_mon"] = np.minimum(second.loc[idx, "Contacts_Count_12_mon"] + 2, 6)
-    report: dict[str, Any] = {"rows": len(frame), "load_start": _load(), "databases": {}}
+    report: dict[str, Any] = {"rows": len(frame), "load_start": _load(), "databases": {},
+                              "driver_method": args.driver_method,
+                              "drivers_side_by_side": drivers_side_by_side(schema, m, frame,
+                                                                           args.driver_sample)}
     tmp = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
     try:
         for db in args.database.split(","):
@@ -178,7 +204,7 @@ def main() -> None:
                     conn.execute(sa.text(f"CREATE DATABASE {name}"))
                 url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
                 drop = (admin, name)
-            settings = home_for(url, tmp / db)
+            settings = home_for(url, tmp / db, args.driver_method)
             timings: dict[str, float] = {}
             try:
                 print(f"\n[{db}] load {_load()}", flush=True)

@@ -55,3 +55,14 @@ def same_content(a: Path | str, b: Path | str) -> bool:
                 return False
             if not ca:
                 return True
+
+
+def write_csv(frame: Any, dest: Any, *, header: bool = True) -> None:
+    """A DataFrame as CSV through Arrow's C++ writer (several times faster than pandas' for millions of
+    rows): nulls as empty unquoted fields, text quoted where needed, times in ISO 8601. `dest`: a path or
+    a binary file object."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pacsv.write_csv(table, dest, pacsv.WriteOptions(include_header=header, quoting_style="needed"))

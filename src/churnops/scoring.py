@@ -119,16 +119,17 @@ class Scorer:
     def predict_proba_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.predict_proba_encoded(self.encoder.transform(frame))
 
-    def contributions_encoded(self, encoded: np.ndarray) -> np.ndarray:
+    def contributions_encoded(self, encoded: np.ndarray, approx: bool = False) -> np.ndarray:
         """Contributions to the churn log-odds (rows x encoded features, bias dropped) of encoded rows.
 
-        XGBoost: the booster's own SHAP contributions. Linear models: coefficient x scaled value.
-        Other estimators: not supported (raises NotImplementedError)."""
+        XGBoost: the booster's own SHAP contributions (`approx`: its path attribution, about 40x cheaper).
+        Linear models: coefficient x scaled value. Other estimators: NotImplementedError."""
         X = self._middle(encoded)  # noqa: N806
         if self._booster is not None:
             import xgboost as xgb
 
-            return self._booster.predict(xgb.DMatrix(X), pred_contribs=True)[:, :-1]  # drop bias
+            contribs = self._booster.predict(xgb.DMatrix(X), pred_contribs=True, approx_contribs=approx)
+            return contribs[:, :-1]  # drop bias
         if hasattr(self.estimator, "coef_"):
             return X * np.asarray(self.estimator.coef_).reshape(1, -1)
         raise NotImplementedError(f"explanations are not available for {self.kind}")

@@ -325,6 +325,7 @@ class AnalyticsSettings(_Strict):
     value_column: str | None = None  # numeric column: revenue at risk = probability x value; None: no revenue
     bands: dict[str, list[float]] = Field(default_factory=dict)  # numeric column -> ascending band edges
     top_drivers: int = Field(3, ge=1, le=10)  # risk drivers kept per customer
+    driver_method: Literal["exact", "approx"] = "exact"  # XGBoost: exact SHAP (as ?explain=true) | approx
     action_levels: list[Literal["High", "Medium", "Low"]] = Field(default_factory=lambda: ["High"])
     default_action: str = "Retention review call"  # when no rule matches a customer's drivers
     actions: list[ActionRule] = Field(default_factory=list)

@@ -318,3 +318,36 @@ def test_each_run_exports_its_marts_as_csv_and_parquet_with_a_latest_copy(scorin
     kpi = pd.read_parquet(root / "latest" / "kpi.parquet")
     assert list(kpi.run_id) == ["night-2", "night-3"]  # the trend of the kept runs
     assert not list(root.rglob(".*.tmp")) and not [p for p in root.rglob(".*") if p.is_file()]
+
+
+def test_table_writes_round_trip_nulls_quotes_booleans_and_times(database_url: str | None, tmp_path) -> None:
+    """churnops.database.insert_frame: PostgreSQL's COPY and the other databases' executemany path."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from churnops import database
+
+    url = database_url or f"sqlite:///{tmp_path / 'rt.db'}"
+    md = sa.MetaData()
+    table = sa.Table("rt", md, sa.Column("k", sa.String(16), primary_key=True), sa.Column("x", sa.Float),
+                     sa.Column("flag", sa.Boolean), sa.Column("at", sa.DateTime(timezone=True)),
+                     sa.Column("n", sa.Integer, nullable=True), sa.Column("text", sa.Text, nullable=True))
+    at = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    frame = pd.DataFrame({"k": ["a", "b", 'c,"d'], "x": [1.5, np.nan, 1 / 3], "flag": [True, False, True],
+                          "at": pd.Timestamp(at), "n": pd.Series([1, pd.NA, 3], dtype="Int64"),
+                          "text": [None, "", "été; 5 contacts"]})
+    engine = database.create_engine(url)
+    try:
+        with database.transaction(engine, what="a test write") as conn:
+            database.create_tables(conn, md)
+            assert database.insert_frame(conn, table, frame, chunk_size=2) == 3
+        back = database.read_frame(engine, sa.select(table).order_by(table.c.k))
+    finally:
+        engine.dispose()
+    assert list(back.k) == ["a", "b", 'c,"d']
+    assert back.x[0] == 1.5 and np.isnan(back.x[1]) and back.x[2] == 1 / 3  # full float precision
+    assert list(back.flag) == [True, False, True]
+    assert [pd.Timestamp(t).replace(tzinfo=None) for t in back["at"]] == [at.replace(tzinfo=None)] * 3
+    assert back.n.isna().tolist() == [False, True, False]
+    assert back.text[0] is None and back.text[1] == "" and back.text[2] == "été; 5 contacts"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from churnops.analytics.marts import RunMarts, RunMeta
-from churnops.io import atomic_path, write_json_atomic
+from churnops.io import atomic_path, write_csv, write_json_atomic
 from churnops.logs import get_logger
 from churnops.settings import Settings
 
@@ -45,7 +45,7 @@ def folder_name(run_id: str, scored_at: datetime) -> str:
 def _write(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         if path.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
+            write_csv(frame, tmp)
         else:
             frame.to_parquet(tmp, index=False)
 

@@ -78,7 +78,8 @@ def build_fact(
     if len(act):
         chosen = features.iloc[act]
         try:
-            names, effects = top_drivers(scorer, schema, chosen, cfg.top_drivers)
+            names, effects = top_drivers(scorer, schema, chosen, cfg.top_drivers,
+                                         approx=cfg.driver_method == "approx")
         except NotImplementedError as exc:
             log.warning("analytics.no_drivers", model=scorer.kind, reason=str(exc))
             names, effects = np.full((len(act), 1), None, dtype=object), np.zeros((len(act), 1))
