@@ -22,14 +22,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from churnops.logs import task_default_args
+
 SCHEDULE = os.environ.get("CHURNOPS_SCORING_SCHEDULE", "0 2 * * *")
-
-
-def _task_logging(context) -> None:
-    """Before each task: show churnops' key=value log fields in the task log."""
-    from pipeline.orchestration import task_logging
-
-    task_logging()
 
 
 @dag(
@@ -42,13 +37,9 @@ def _task_logging(context) -> None:
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=4),
     tags=["churnops", "scoring"],
-    default_args={
-        "owner": "ml-platform",
-        "on_execute_callback": _task_logging,
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "execution_timeout": timedelta(hours=2),
-    },
+    default_args=task_default_args(
+        retries=2, retry_delay=timedelta(minutes=2), execution_timeout=timedelta(hours=2)
+    ),
     params={
         "top_n": Param(
             None,

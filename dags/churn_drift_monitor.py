@@ -20,14 +20,9 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from churnops.logs import task_default_args
+
 SCHEDULE = os.environ.get("CHURNOPS_DRIFT_SCHEDULE", "@hourly")
-
-
-def _task_logging(context) -> None:
-    """Before each task: show churnops' key=value log fields in the task log."""
-    from pipeline.orchestration import task_logging
-
-    task_logging()
 
 
 def _settings():
@@ -38,7 +33,7 @@ def _settings():
 
 def _trigger_failed(context) -> None:
     """The training DAG could not be started: the cooldown must not count this trigger."""
-    from pipeline.orchestration import mark_trigger_failed
+    from monitoring.drift_tasks import mark_trigger_failed
 
     decision = context["ti"].xcom_pull(task_ids="decide_retraining") or {}
     if decision.get("trigger_id"):
@@ -55,13 +50,9 @@ def _trigger_failed(context) -> None:
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=30),
     tags=["churnops", "monitoring"],
-    default_args={
-        "owner": "ml-platform",
-        "on_execute_callback": _task_logging,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "execution_timeout": timedelta(minutes=15),
-    },
+    default_args=task_default_args(
+        retries=2, retry_delay=timedelta(seconds=30), execution_timeout=timedelta(minutes=15)
+    ),
     params={
         "last_n": Param(
             None,
@@ -79,7 +70,7 @@ def churn_drift_monitor():
         """The latest prediction-log window vs the champion's reference; skipped without data or champion."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline.orchestration import drift_tests
+        from monitoring.drift_tasks import drift_tests
 
         context = get_current_context()
         result = drift_tests(_settings(), context["run_id"], context["params"].get("last_n"))
@@ -95,7 +86,7 @@ def churn_drift_monitor():
     @task
     def alert_on_call(result: dict) -> dict:
         """Raise the drift alert (webhook / Slack / Alertmanager / log; cooldown and durable outbox)."""
-        from pipeline.orchestration import alert_on_call
+        from monitoring.drift_tasks import alert_on_call
 
         return alert_on_call(_settings(), result)
 
@@ -104,7 +95,7 @@ def churn_drift_monitor():
         """Apply the retraining cooldown; skip when retraining is off or ran recently."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline.orchestration import decide_retraining
+        from monitoring.drift_tasks import decide_retraining
 
         decision = decide_retraining(_settings(), result)
         if not decision["trigger"]:

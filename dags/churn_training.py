@@ -23,15 +23,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
+from churnops.logs import task_default_args
+
 # The candidates of churnops.settings.Candidate (tests/dags checks they agree).
 CANDIDATES = ["logistic_regression", "random_forest", "xgboost"]
-
-
-def _task_logging(context) -> None:
-    """Before each task: show churnops' key=value log fields in the task log."""
-    from pipeline.orchestration import task_logging
-
-    task_logging()
 
 
 def _no_retry(exc: Exception) -> Exception:
@@ -51,13 +46,9 @@ def _no_retry(exc: Exception) -> Exception:
     max_active_runs=1,  # runs share the raw table and the registry's aliases
     dagrun_timeout=timedelta(hours=12),
     tags=["churnops", "training"],
-    default_args={
-        "owner": "ml-platform",
-        "on_execute_callback": _task_logging,
-        "retries": 1,
-        "retry_delay": timedelta(seconds=30),
-        "execution_timeout": timedelta(hours=2),
-    },
+    default_args=task_default_args(
+        retries=1, retry_delay=timedelta(seconds=30), execution_timeout=timedelta(hours=2)
+    ),
     params={
         "data_path": Param(
             None,
@@ -123,14 +114,14 @@ def churn_training():
         the incoming table, snapshot the current raw table, `dvc add` + `dvc push` the new one."""
         from churnops.data.ingest import IngestError
         from pipeline.layers import StageError
-        from pipeline.orchestration import OrchestrationError, prepare_training_run, version_data
+        from pipeline.training_run import TrainingRunError, prepare_training_run, version_data
 
         context = get_current_context()
         conf = {**dict(context["dag_run"].conf or {}), **dict(context["params"])}
         try:
             ctx = prepare_training_run(context["run_id"], conf)
             return {**ctx, "data": version_data(ctx)}
-        except (IngestError, StageError, OrchestrationError) as exc:
+        except (IngestError, StageError, TrainingRunError) as exc:
             raise _no_retry(exc) from exc
 
     @task
@@ -138,7 +129,7 @@ def churn_training():
         """raw -> validated (the run's copy), with the data-quality report."""
         from churnops.data.ingest import IngestError
         from pipeline.layers import StageError, validate_stage
-        from pipeline.orchestration import run_settings
+        from pipeline.training_run import run_settings
 
         try:
             return str(validate_stage(run_settings(ctx)))
@@ -149,7 +140,7 @@ def churn_training():
     def featurize(ctx: dict, validated: str) -> dict:
         """validated -> gold: every customer's features and the stratified train/test split."""
         from pipeline.layers import featurize_stage
-        from pipeline.orchestration import run_settings
+        from pipeline.training_run import run_settings
 
         paths = featurize_stage(run_settings(ctx))
         return {"customers": str(paths.customers), "train": str(paths.train), "test": str(paths.test)}
@@ -158,7 +149,7 @@ def churn_training():
     def open_training(ctx: dict, gold: dict) -> list[dict]:
         """Open the train stage's MLflow parent run; one small job per candidate to fan out."""
         from pipeline.modelling import open_training_stage
-        from pipeline.orchestration import run_settings
+        from pipeline.training_run import run_settings
 
         opened = open_training_stage(run_settings(ctx))
         names = opened["candidates"]
@@ -169,7 +160,7 @@ def churn_training():
     def train_candidate(ctx: dict, job: dict) -> dict:
         """Tune, refit, evaluate and log one candidate as a child run; only its run id goes to XCom."""
         from pipeline.modelling import train_candidate_stage
-        from pipeline.orchestration import run_settings
+        from pipeline.training_run import run_settings
 
         get_current_context()["candidate_name"] = job["candidate"]  # the mapped instance's name in the UI
         return train_candidate_stage(run_settings(ctx), job["candidate"], job["parent_run_id"],
@@ -180,7 +171,7 @@ def churn_training():
         """The candidates that finished (read from MLflow), the best of them, the parent run closed."""
         from churnops.models.training import NoCandidateFinishedError
         from pipeline.modelling import gather_training_stage
-        from pipeline.orchestration import run_settings
+        from pipeline.training_run import run_settings
 
         names = [job["candidate"] for job in jobs]
         try:
@@ -192,7 +183,7 @@ def churn_training():
     def evaluate(ctx: dict, trained: dict) -> dict:
         """Reload every logged model, check it reproduces its hold-out scores, write metrics and plots."""
         from pipeline.modelling import evaluate_stage
-        from pipeline.orchestration import run_settings
+        from pipeline.training_run import run_settings
 
         metrics = evaluate_stage(run_settings(ctx))
         return {"best_candidate": metrics["best_candidate"], "best": metrics["best"]}
@@ -201,7 +192,7 @@ def churn_training():
     def register(ctx: dict, evaluated: dict) -> dict:
         """Register the best candidate as @challenger; the promotion gate decides about @champion."""
         from pipeline.modelling import register_stage
-        from pipeline.orchestration import run_settings
+        from pipeline.training_run import run_settings
 
         report = register_stage(run_settings(ctx))
         return {
@@ -214,21 +205,21 @@ def churn_training():
     @task
     def publish(ctx: dict, registered: dict) -> dict:
         """Copy the run's validated and gold layers and its reports into the project."""
-        from pipeline.orchestration import publish
+        from pipeline.training_run import publish
 
         return publish(ctx)
 
     @task(retries=3)
     def push_features(ctx: dict, published: dict) -> dict:
         """Push every customer's features to the Redis feature store (readers switch atomically)."""
-        from pipeline.orchestration import push_features
+        from pipeline.training_run import push_features
 
         return push_features(ctx)
 
     @task
     def notify_serving(ctx: dict, registered: dict, pushed: dict) -> dict:
         """Confirm serving took the champion (GET /model of CHURNOPS_SERVING_URL); a timeout only warns."""
-        from pipeline.orchestration import notify_serving, run_settings
+        from pipeline.training_run import notify_serving, run_settings
 
         return notify_serving(run_settings(ctx), registered["champion"])
 
@@ -237,7 +228,7 @@ def churn_training():
         ctx: dict, trained: dict, registered: dict, published: dict, pushed: dict, served: dict
     ) -> dict:
         """The run report (data/runs/<run id>/run_report.json); the staged layer copies are removed."""
-        from pipeline.orchestration import clean_staged_layers, finish_run
+        from pipeline.training_run import clean_staged_layers, finish_run
 
         doc = finish_run(
             ctx,
@@ -256,7 +247,7 @@ def churn_training():
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3)
     def restore_on_failure() -> dict:
         """Runs only when a task before the gate failed: the previous raw table and data version come back."""
-        from pipeline.orchestration import restore_data
+        from pipeline.training_run import restore_data
 
         return restore_data(get_current_context()["run_id"])
 

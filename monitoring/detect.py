@@ -131,6 +131,23 @@ class DriftResult:
             "features": [asdict(f) for f in self.features],
         }
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> DriftResult:
+        """The result :meth:`to_dict` wrote (an Airflow task hands it to the next as JSON)."""
+        return cls(
+            status=doc["status"],
+            window_size=doc["window_size"],
+            reference_size=doc["reference_size"],
+            reference_version=doc.get("reference_version"),
+            backend=doc["backend"],
+            config=DriftConfig(**doc["config"]),
+            threshold=doc.get("threshold"),
+            features=[FeatureDrift(**f) for f in doc.get("features", [])],
+            message=doc.get("message", ""),
+            source=doc.get("source") or {},
+            created_at=doc["created_at"],
+        )
+
     def summary(self) -> dict[str, Any]:
         """The short form that goes into alerts and the retraining run's configuration."""
         top = sorted((f for f in self.features if f.drift), key=lambda f: f.effect_size, reverse=True)

@@ -93,7 +93,7 @@ def run_check(settings: Settings, *, current_path: Path | None = None, last_n: i
         if integrity:
             outcome.actions["integrity"] = integrity
     if result.drift and alert:
-        outcome.actions["alert"] = _alert(settings, result, html_path)
+        outcome.actions["alert"] = raise_drift_alert(settings, result, str(html_path))
     if result.drift and (mon.retrain.enabled if retrain is None else retrain):
         outcome.actions["retrain"], outcome.retrain_failed = _retrain(settings, outcome)
     if outcome.actions:
@@ -103,11 +103,12 @@ def run_check(settings: Settings, *, current_path: Path | None = None, last_n: i
     return outcome
 
 
-def _alert(settings: Settings, result: DriftResult, html_path: Path) -> dict[str, Any]:
+def raise_drift_alert(settings: Settings, result: DriftResult, report: str | None) -> dict[str, Any]:
+    """Raise the drift alert on the configured channels (cooldown, outbox, retries: monitoring.alerts)."""
     from monitoring.alerts import Alerter, drift_alert
 
     alerter = Alerter.from_settings(settings)
-    raised, delivery = alerter.raise_alert(drift_alert(result, report=str(html_path)))
+    raised, delivery = alerter.raise_alert(drift_alert(result, report=report))
     status = "queued" if raised.accepted else "suppressed"
     out: dict[str, Any] = {"alert_id": raised.alert_id, "status": status}
     if raised.accepted:

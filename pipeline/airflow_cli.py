@@ -86,12 +86,12 @@ def airflow_up(
     AIRFLOW_HOME is <home>/airflow-home (metadata DB, logs, standalone.log, the admin password).
     The tasks inherit this shell's environment (CHURNOPS_HOME, MLFLOW_TRACKING_URI, REDIS_URL, ...).
     """
-    from pipeline.airflow_local import AirflowLocalError
+    from churnops.airflow_rest import AirflowAPIError
 
     local = _local(app, port, db_url, parallelism, dags_folder)
     try:
         info = local.start(timeout_s=timeout_s, progress=lambda msg: click.echo(f"... {msg}", err=True))
-    except AirflowLocalError as exc:
+    except AirflowAPIError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"""
 Airflow is up: {info["url"]}
@@ -172,7 +172,7 @@ def airflow_status(app: AppContext, as_json: bool) -> None:
 @pass_app
 def airflow_trigger(app: AppContext, dag_id: str, conf_json: str, wait: bool, timeout_s: float) -> None:
     """Trigger DAG_ID on the local Airflow over its REST API, as the UI does (unpause, then run)."""
-    from pipeline.airflow_local import AirflowLocalError, AirflowUnreachable
+    from churnops.airflow_rest import AirflowAPIError, AirflowUnreachable
 
     try:
         conf = json.loads(conf_json)
@@ -204,7 +204,7 @@ def airflow_trigger(app: AppContext, dag_id: str, conf_json: str, wait: bool, ti
                     click.echo(f"  {key:<28} {ti['state']}")
 
         final = api.wait_for_run(dag_id, run_id, timeout_s=timeout_s, on_poll=_show)
-    except AirflowLocalError as exc:
+    except AirflowAPIError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"run {run_id}: {final['state']}")
     if final["state"] != "success":

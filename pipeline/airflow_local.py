@@ -22,8 +22,8 @@
 Tasks inherit the environment of `up`: ``CHURNOPS_HOME``, ``MLFLOW_TRACKING_URI``, ``REDIS_URL``, ... set
 when `up` runs are what the DAGs use.
 
-:class:`AirflowAPI` is a small client of the REST API (``/auth/token`` JWT, ``/api/v2``) that does what the
-UI does: unpause a DAG, trigger a run with a configuration, follow it.
+It talks to the running instance through the platform's one REST client,
+:class:`churnops.airflow_rest.AirflowAPI`.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from churnops.airflow_rest import AirflowAPI, AirflowAPIError
 from churnops.io import write_json_atomic
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 
 log = get_logger(__name__)
 
@@ -57,181 +59,11 @@ ENV_PORT = "CHURNOPS_AIRFLOW_PORT"
 REQUIRED_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
 
 
-class AirflowLocalError(RuntimeError):
-    """The local Airflow could not be started, reached or stopped; the message says why and where to look."""
+class AirflowLocalError(AirflowAPIError):
+    """The local Airflow could not be started or stopped; the message says why and where to look.
 
-
-class AirflowUnreachable(AirflowLocalError):
-    """No answer from the API (connection refused or timed out), as opposed to an answer that refuses."""
-
-
-# -- the REST API --------------------------------------------------------------------------------
-class AirflowAPI:
-    """Airflow 3 REST client: JWT from ``POST /auth/token``, then ``/api/v2`` with a bearer token."""
-
-    def __init__(self, base_url: str, username: str, password: str, timeout_s: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.username, self.password = username, password
-        self.timeout_s = timeout_s
-        self._token: str | None = None
-
-    def _request(
-        self, method: str, path: str, body: Any = None, *, auth: bool = True, ok: Iterable[int] = (200, 201)
-    ) -> Any:
-        import requests
-
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token()}"
-        url = self.base_url + path
-        try:
-            resp = requests.request(
-                method,
-                url,
-                headers=headers,
-                timeout=self.timeout_s,
-                data=None if body is None else json.dumps(body),
-            )
-        except requests.RequestException as exc:
-            raise AirflowUnreachable(
-                f"Airflow at {self.base_url} did not answer {method} {path}: {exc}"
-            ) from exc
-        if resp.status_code == 401 and auth and self._token is not None:
-            self._token = None  # expired: get a new one once
-            return self._request(method, path, body, auth=auth, ok=ok)
-        if resp.status_code not in set(ok):
-            raise AirflowLocalError(f"{method} {url} answered HTTP {resp.status_code}: {resp.text[:500]}")
-        return resp.json() if resp.content else None
-
-    def token(self) -> str:
-        if self._token is None:
-            doc = self._request(
-                "POST", "/auth/token", {"username": self.username, "password": self.password}, auth=False
-            )
-            try:
-                self._token = str(doc["access_token"])
-            except (TypeError, KeyError) as exc:
-                raise AirflowLocalError(
-                    f"POST /auth/token answered without an access_token: {doc!r}"
-                ) from exc
-        return self._token
-
-    def health(self) -> dict[str, Any]:
-        """The JSON of ``/api/v2/monitor/health`` (no authentication needed)."""
-        return self._request("GET", "/api/v2/monitor/health", auth=False)
-
-    def dag(self, dag_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/v2/dags/{dag_id}")
-
-    def dag_ids(self) -> list[str]:
-        doc = self._request("GET", "/api/v2/dags?limit=100")
-        return sorted(d["dag_id"] for d in doc.get("dags", []))
-
-    def import_errors(self) -> list[dict[str, Any]]:
-        doc = self._request("GET", "/api/v2/importErrors?limit=100")
-        return list(doc.get("import_errors", []))
-
-    def unpause(self, dag_id: str) -> None:
-        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-
-    def trigger(
-        self,
-        dag_id: str,
-        conf: Mapping[str, Any] | None = None,
-        *,
-        dag_run_id: str | None = None,
-        note: str | None = None,
-        unpause: bool = True,
-    ) -> dict[str, Any]:
-        """What the UI's trigger form does: unpause the DAG, then create a run with `conf`."""
-        if unpause:
-            self.unpause(dag_id)
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
-        if dag_run_id:
-            body["dag_run_id"] = dag_run_id
-        if note:
-            body["note"] = note
-        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        doc = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")
-        return list(doc.get("task_instances", []))
-
-    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
-        """What "Mark as failed/success" in the UI does: Airflow then ends a running task (SIGTERM)."""
-        self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}",
-                      {"new_state": state})
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        doc = self._request(
-            "GET",
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
-            f"/xcomEntries/{key}?deserialize=true",
-        )
-        return doc.get("value")
-
-    def wait_for_run(
-        self,
-        dag_id: str,
-        run_id: str,
-        timeout_s: float = 1800,
-        poll_s: float = 3.0,
-        on_poll: Callable[[dict[str, Any]], None] | None = None,
-        patience_s: float = 120.0,
-    ) -> dict[str, Any]:
-        """Poll the run until it finishes (success or failed); AirflowLocalError on timeout.
-
-        A busy API server may miss a poll or two (one worker, CPU taken by the tasks): polling goes on
-        until it has not answered for `patience_s`.
-        """
-        deadline = time.monotonic() + timeout_s
-        last_answer = time.monotonic()
-        while True:
-            try:
-                run = self.dag_run(dag_id, run_id)
-            except AirflowUnreachable as exc:
-                if time.monotonic() - last_answer > patience_s:
-                    raise AirflowLocalError(f"{exc} (no answer for {patience_s:.0f} s)") from exc
-                log.warning("airflow.poll_missed", dag_id=dag_id, run_id=run_id, error=str(exc))
-                time.sleep(poll_s)
-                continue
-            last_answer = time.monotonic()
-            if on_poll is not None:
-                on_poll(run)
-            if run.get("state") in ("success", "failed"):
-                return run
-            if time.monotonic() > deadline:
-                raise AirflowLocalError(
-                    f"run {run_id} of {dag_id} is still {run.get('state')} after "
-                    f"{timeout_s:.0f} s; follow it in the UI"
-                )
-            time.sleep(poll_s)
-
-    def wait_for_dags(self, dag_ids: Iterable[str], timeout_s: float = 120, poll_s: float = 2.0) -> list[str]:
-        """Wait until the dag-processor has parsed `dag_ids`; AirflowLocalError names import errors."""
-        wanted = set(dag_ids)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = set(self.dag_ids())
-            if wanted <= found:
-                return sorted(found)
-            errors = self.import_errors()
-            if errors or time.monotonic() > deadline:
-                detail = "\n".join(
-                    f"{e.get('filename')}: {str(e.get('stack_trace', ''))[-800:]}" for e in errors
-                )
-                raise AirflowLocalError(
-                    f"DAGs {sorted(wanted - found)} are not loaded"
-                    + (
-                        f"; import errors:\n{detail}"
-                        if detail
-                        else f" after {timeout_s:.0f} s (see the dag-processor log)"
-                    )
-                )
-            time.sleep(poll_s)
+    A kind of :class:`churnops.airflow_rest.AirflowAPIError`, so one ``except AirflowAPIError`` covers the
+    instance and its API."""
 
 
 def unhealthy_components(
@@ -474,7 +306,7 @@ class LocalAirflow:
             "airflow_home": str(self.home),
             "dags_folder": str(self.dags_folder),
             "project_home": str(self.project_home),
-            "database": _safe_db_url(self.sql_alchemy_conn),
+            "database": redact_url(self.sql_alchemy_conn),
             "parallelism": self.parallelism,
             "log": str(self.log_file),
         }
@@ -510,7 +342,7 @@ class LocalAirflow:
                 )
             try:
                 health = api.health()
-            except AirflowLocalError as exc:
+            except AirflowAPIError as exc:
                 last = str(exc)
             else:
                 bad = unhealthy_components(health)
@@ -570,7 +402,7 @@ class LocalAirflow:
             out["unhealthy"] = unhealthy_components(out["health"])
             out["dags"] = {d: api.dag(d).get("is_paused") for d in api.dag_ids()}
             out["import_errors"] = [e.get("filename") for e in api.import_errors()]
-        except AirflowLocalError as exc:
+        except AirflowAPIError as exc:
             out["error"] = str(exc)
         return out
 
@@ -587,13 +419,3 @@ def _write_private(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _safe_db_url(url: str) -> str:
-    """The URL without its password (for printing and the state file)."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url

@@ -24,7 +24,7 @@ def train(app: AppContext, data_path: Path | None, force: bool, as_json: bool) -
     validate -> featurize -> train (tuned candidates in MLflow) -> evaluate -> register (promotion gate).
     Bad input stops the run before anything changes; a failure restores the previous data version.
     """
-    from pipeline.run import RunInterrupted, run_training
+    from pipeline.run import RunInterrupted, run_training, summarise_report
 
     try:
         report = run_training(app.settings, data_path, force=force)
@@ -35,35 +35,6 @@ def train(app: AppContext, data_path: Path | None, force: bool, as_json: bool) -
         echo_json(report)
     else:
         click.echo(summarise_report(report))
-
-
-def summarise_report(report: dict) -> str:
-    if not report or report.get("retrained") is False:
-        champion = report.get("champion")
-        return ("nothing was retrained: DVC found the data, parameters and code unchanged since the last run"
-                f" (data version {report.get('data_version') or '-'}, champion "
-                f"{'v' + str(champion) if champion else 'none'}); `churnops train --force` retrains anyway")
-    lines = [f"data version {report.get('data_version')}  rows {report.get('rows', {})}"]
-    for issue in (report.get("validation") or {}).get("issues") or []:
-        if issue.get("severity") == "warning" and issue.get("rule") not in ("extra_column",):
-            lines.append(f"  validation warning: {issue.get('column') or '(table)'} {issue.get('rule')}")
-    for name, metrics in (report.get("candidates") or {}).items():
-        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        lines.append(f"  {name:<20} {shown}")
-    decision = report.get("promotion") or {}
-    verdict = {"promoted": "PROMOTED", "undecided": "UNDECIDED (kept current champion)"}.get(
-        decision.get("decision") or ("promoted" if decision.get("promoted") else ""), "kept current champion")
-    lines.append(f"promotion: {verdict} - {decision.get('reason', '')}")
-    check = report.get("data_check") or {}
-    if check.get("flagged"):
-        rate = check.get("label_rate") or {}
-        moved = ", ".join(check.get("changes") or []) or "no feature"
-        lines.append(f"FLAGGED: this table moved far from the champion v{check.get('champion')}'s: "
-                     f"label rate {rate.get('champion_data')} -> {rate.get('this_run')}; {moved}")
-    nxt = report.get("next_training_data") or {}
-    if nxt:
-        lines.append(f"next retraining uses data version {nxt.get('data_version')}: {nxt.get('why')}")
-    return "\n".join(lines)
 
 
 @click.command()
@@ -170,6 +141,7 @@ def stage_evaluate(app: AppContext) -> None:
 def stage_register(app: AppContext) -> None:
     """Register the best candidate as @challenger; promote it to @champion only if it beats the champion."""
     from pipeline.modelling import register_stage
+    from pipeline.run import summarise_report
 
     report = register_stage(app.settings)
     click.echo(summarise_report(report))

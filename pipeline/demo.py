@@ -8,8 +8,8 @@ local Airflow -> send a drifted batch through /predict -> run the drift check on
 The server and the drift check run as the real `churnops serve` / `churnops drift check` processes, and
 Airflow as the real `airflow standalone` of `churnops airflow up` (:mod:`pipeline.airflow_local`), exactly as
 an operator would start them; the drift check triggers the training DAG over Airflow's REST API as in
-production (:mod:`monitoring.retrain`). If Airflow cannot start, the demo says why and runs the drift check
-with ``--no-retrain``.
+production (:mod:`monitoring.retrain`, through :mod:`churnops.airflow_rest`, the client the demo uses
+too). If Airflow cannot start, the demo says why and runs the drift check with ``--no-retrain``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ from urllib.parse import urlparse
 import pandas as pd
 import requests
 
+from churnops.airflow_rest import (
+    ENV_PASSWORD,
+    ENV_URL,
+    ENV_USER,
+    AirflowAPI,
+    AirflowAPIError,
+    AirflowUnreachable,
+)
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 from churnops.settings import Settings
 from pipeline.processes import stop_process_group
 
@@ -67,9 +76,11 @@ def ensure_redis(settings: Settings) -> str:
     """Make sure Redis answers at REDIS_URL; start a local redis-server when it does not and one exists."""
     import redis
 
+    from churnops.feature_store import connect
+
     url = settings.redis_url
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+        connect(url, connect_timeout_s=1, socket_timeout_s=1).ping()
         return url
     except redis.RedisError:
         pass
@@ -78,8 +89,9 @@ def ensure_redis(settings: Settings) -> str:
     binary = shutil.which("redis-server")
     if binary is None or host not in ("127.0.0.1", "localhost", "::1"):
         raise DemoError(
-            f"no Redis answers at {url}. Start one, e.g. `redis-server --daemonize yes --port {port} "
-            f"--save '' --appendonly no` (Debian: `apt-get install redis-server`), or set REDIS_URL.")
+            f"no Redis answers at {redact_url(url)}. Start one, e.g. `redis-server --daemonize yes "
+            f"--port {port} --save '' --appendonly no` (Debian: `apt-get install redis-server`), "
+            "or set REDIS_URL.")
     workdir = settings.home / ".redis"
     workdir.mkdir(exist_ok=True)
     subprocess.run([binary, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
@@ -87,7 +99,7 @@ def ensure_redis(settings: Settings) -> str:
                    check=True)
     for _ in range(50):
         try:
-            redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping()
+            connect(url, connect_timeout_s=1, socket_timeout_s=1).ping()
             log.info("demo.redis_started", port=port)
             return url
         except redis.RedisError:
@@ -138,15 +150,11 @@ class DemoAirflow:
     start_s: float
     pid: int | None = None  # the standalone's process group
 
-    def api(self) -> Any:  # pipeline.airflow_local.AirflowAPI
-        from pipeline.airflow_local import AirflowAPI
-
+    def api(self) -> AirflowAPI:
         return AirflowAPI(self.url, self.user, self.password, timeout_s=15)
 
     def check_env(self) -> dict[str, str]:
         """What `churnops drift check` needs to trigger retraining here (monitoring/retrain.py)."""
-        from monitoring.retrain import ENV_PASSWORD, ENV_URL, ENV_USER
-
         return {ENV_URL: self.url, ENV_USER: self.user, ENV_PASSWORD: self.password}
 
 
@@ -163,7 +171,7 @@ def start_airflow(settings: Settings, serving_url: str | None, port: int | None 
                   timeout_s: float = 600) -> tuple[DemoAirflow | None, str]:
     """Start `airflow standalone` for the demo's home (the code of `churnops airflow up`) and unpause the
     training DAG. Returns (the instance, "") or (None, why it could not start): never raises."""
-    from pipeline.airflow_local import AirflowLocalError, LocalAirflow
+    from pipeline.airflow_local import LocalAirflow
 
     started = time.monotonic()
     local = None
@@ -189,7 +197,7 @@ def start_airflow(settings: Settings, serving_url: str | None, port: int | None 
                 local.stop()
             except Exception as stop_exc:  # reported; the demo goes on
                 log.warning("demo.airflow_stop_failed", error=str(stop_exc))
-        why = str(exc) if isinstance(exc, AirflowLocalError) else f"{type(exc).__name__}: {exc}"
+        why = str(exc) if isinstance(exc, AirflowAPIError) else f"{type(exc).__name__}: {exc}"
         log.warning("demo.airflow_failed", error=why)
         return None, why
     log.info("demo.airflow_started", url=airflow.url, seconds=round(airflow.start_s, 1),
@@ -208,8 +216,6 @@ def follow_retraining(settings: Settings, airflow: DemoAirflow, drift_json: Path
                       timeout_s: float = RETRAIN_TIMEOUT_S) -> dict[str, Any]:
     """Wait for the training run the drift check triggered (its id is in drift.json's actions); print its
     state, its tasks and the promotion gate's decision. Never raises: problems come back as `error`."""
-    from pipeline.airflow_local import AirflowLocalError, AirflowUnreachable
-
     try:
         action = (json.loads(drift_json.read_text()).get("actions") or {}).get("retrain")
     except (OSError, ValueError) as exc:
@@ -257,7 +263,7 @@ def follow_retraining(settings: Settings, airflow: DemoAirflow, drift_json: Path
             out.update(registered_version=registry.get("registered_version"),
                        champion=registry.get("champion"), promoted=bool(promotion.get("promoted")),
                        gate_reason=promotion.get("reason"))
-    except AirflowLocalError as exc:
+    except AirflowAPIError as exc:
         out.update(state=out.get("state", "unknown"), error=str(exc))
     counts: dict[str, int] = {}
     for state in (out.get("tasks") or {}).values():
@@ -333,8 +339,7 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
     """
     from churnops.data.generate import generate_to_csv
     from churnops.feature_store import FeatureStore
-    from pipeline.cli import summarise_report
-    from pipeline.run import run_training
+    from pipeline.run import run_training, summarise_report
 
     demo = settings.params.data.demo
     rows, seed = rows or demo.rows, demo.seed if seed is None else seed
@@ -379,13 +384,12 @@ def _drift_and_retraining(settings: Settings, base: str, seed: int, *, airflow: 
                           timeout_s: float, port: int | None) -> dict[str, Any]:
     """Steps 5 and 6: Airflow up, a drifted batch through /predict, the drift check, the retraining run."""
     from churnops.data.generate import DriftSpec, generate_to_csv
-    from monitoring.retrain import ENV_PASSWORD, ENV_URL, ENV_USER
 
     results: dict[str, Any] = {}
     external = os.environ.get(ENV_URL)
     af: DemoAirflow | None = None
     if external:
-        _say(f"5/6 retraining goes to the Airflow at {external} ({ENV_URL}); nothing is started")
+        _say(f"5/6 retraining goes to the Airflow at {redact_url(external)} ({ENV_URL}); nothing is started")
     elif not airflow:
         _say("5/6 no Airflow (--no-airflow): the drift check shows the alert but triggers no retraining")
     else:

@@ -286,3 +286,33 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
         signals.defer()  # the run is complete: the data rule is applied whole
         apply_rule(settings, report, snapshot.files)
     return {"retrained": True, **report}
+
+
+def summarise_report(report: dict) -> str:
+    """The run report in a few lines: data version, each candidate's hold-out metrics, the gate's decision."""
+    if not report or report.get("retrained") is False:
+        champion = report.get("champion")
+        return ("nothing was retrained: DVC found the data, parameters and code unchanged since the last run"
+                f" (data version {report.get('data_version') or '-'}, champion "
+                f"{'v' + str(champion) if champion else 'none'}); `churnops train --force` retrains anyway")
+    lines = [f"data version {report.get('data_version')}  rows {report.get('rows', {})}"]
+    for issue in (report.get("validation") or {}).get("issues") or []:
+        if issue.get("severity") == "warning" and issue.get("rule") not in ("extra_column",):
+            lines.append(f"  validation warning: {issue.get('column') or '(table)'} {issue.get('rule')}")
+    for name, metrics in (report.get("candidates") or {}).items():
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        lines.append(f"  {name:<20} {shown}")
+    decision = report.get("promotion") or {}
+    verdict = {"promoted": "PROMOTED", "undecided": "UNDECIDED (kept current champion)"}.get(
+        decision.get("decision") or ("promoted" if decision.get("promoted") else ""), "kept current champion")
+    lines.append(f"promotion: {verdict} - {decision.get('reason', '')}")
+    check = report.get("data_check") or {}
+    if check.get("flagged"):
+        rate = check.get("label_rate") or {}
+        moved = ", ".join(check.get("changes") or []) or "no feature"
+        lines.append(f"FLAGGED: this table moved far from the champion v{check.get('champion')}'s: "
+                     f"label rate {rate.get('champion_data')} -> {rate.get('this_run')}; {moved}")
+    nxt = report.get("next_training_data") or {}
+    if nxt:
+        lines.append(f"next retraining uses data version {nxt.get('data_version')}: {nxt.get('why')}")
+    return "\n".join(lines)

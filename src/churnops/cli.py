@@ -2,7 +2,7 @@
 
 Every command group is added through the entry-point group `churnops.commands` declared in
 pyproject.toml: the core's own (`data`, `models`, `features` in churnops.commands) and those of the outer
-layers (pipeline, serving, monitoring, orchestration), so the core never imports the outer layers.
+layers (pipeline, serving, monitoring), so the core never imports the outer layers.
 Command modules keep heavy imports inside the command functions: `churnops --help` stays fast.
 """
 

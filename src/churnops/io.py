@@ -1,14 +1,22 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either; safe folder names."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id (an Airflow run's, say) as a folder name: only letters, digits and ``_.-``, at most 120."""
+    return _UNSAFE_IN_NAME.sub("_", run_id).strip("_")[:120] or "run"
 
 
 @contextmanager

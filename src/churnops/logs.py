@@ -1,7 +1,8 @@
 """Structured logging: one event name plus key=value fields, as text for people or JSON lines for machines.
 
-Nothing is configured at import. Entry points (the CLI, gunicorn, Airflow tasks) call
-:func:`configure_logging` once; library code only calls :func:`get_logger`.
+Nothing is configured at import. Entry points (the CLI, gunicorn) call :func:`configure_logging` once;
+library code only calls :func:`get_logger`. Airflow configures its own task logs: the project's DAGs take
+:func:`task_default_args`, whose callback (:func:`task_logging`) makes the key=value fields visible there.
 
     log = get_logger(__name__)
     log.info("candidate.trained", model="xgboost", roc_auc=0.991)
@@ -15,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -74,6 +76,44 @@ def _render(value: Any) -> str:
         return f"{value:.4g}"
     text = str(value)
     return json.dumps(text) if (" " in text or not text) else text
+
+
+class _FieldsInMessage(logging.Filter):
+    """churnops logs an event name plus key=value fields (`extra`); Airflow's task-log handler drops
+    `extra`, so this renders the fields into the message itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "fields", None)
+        if fields and not getattr(record, "_churnops_inlined", False):
+            rendered = " ".join(f"{k}={_render(v)}" for k, v in fields.items())
+            record.msg = f"{record.msg} {rendered}"
+            record._churnops_inlined = True
+        return True
+
+
+def task_logging(context: Any = None) -> None:
+    """Make churnops' structured fields visible in an Airflow task's log (idempotent).
+
+    Takes (and ignores) the task context, so it serves as the tasks' ``on_execute_callback`` as it is.
+    """
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, _FieldsInMessage) for f in handler.filters):
+            handler.addFilter(_FieldsInMessage())
+
+
+def task_default_args(
+    *, retries: int, retry_delay: timedelta, execution_timeout: timedelta
+) -> dict[str, Any]:
+    """The ``default_args`` of every churnops DAG: the owner, task logging before each task, and the DAG's
+    own retry policy and timeout (plain values: no Airflow import)."""
+    return {
+        "owner": "ml-platform",
+        "on_execute_callback": task_logging,
+        "retries": retries,
+        "retry_delay": retry_delay,
+        "execution_timeout": execution_timeout,
+    }
 
 
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pandas as pd
 
-from churnops.feature_store import connect, safe_url
+from churnops.feature_store import connect
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 from churnops.settings import SchemaSettings, Settings
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class PredictionLog:
         self.buffer_size = buffer_size
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self.url = safe_url(url)
+        self.url = redact_url(url)
         self.on_written = on_written
         self.on_dropped = on_dropped
         self._queue: deque[Entry] = deque()

@@ -1,15 +1,17 @@
-"""MLflow tracking: the store, the experiment, and what each candidate run records.
+"""MLflow tracking: the store, the experiment, logging a model, and the run layout's names.
 
 - :func:`configure_tracking` points MLflow at ``settings.mlflow_tracking_uri`` (tracking and registry) and
   returns the id of the experiment ``churnops``, created with ``artifact_location = settings.artifact_root``
   (a local folder or ``s3://bucket/prefix``).
-- :func:`log_candidate_run` records one fitted candidate inside the active (child) run: params, CV / OOF /
-  hold-out metrics, evaluation artifacts and plots, the search table, the reference data for drift
-  monitoring and the model itself (:mod:`churnops.model_format`: files that run no code when loaded, as a
-  pyfunc model; explicit signature, environment and pinned requirements: no inference) with the SHA-256 of
-  its files (:mod:`churnops.integrity`), which registration copies to the model version.
+- :func:`log_model` logs the model itself (:mod:`churnops.model_format`: files that run no code when loaded,
+  as a pyfunc model; explicit signature, environment and pinned requirements: no inference) with the
+  SHA-256 of its files (:mod:`churnops.integrity`), which registration copies to the model version.
+- the names of the run layout's tags and artifacts, which the registry reads back.
 
-Run layout written by :func:`churnops.models.training.train_candidates`::
+What one candidate's run records (params, metrics, evaluation artifacts and plots, the search table, the
+reference data for drift monitoring, the model) is :mod:`churnops.models.candidate_run`: it calls this
+module, and this module imports nothing of :mod:`churnops.models`. Run layout written by
+:func:`churnops.models.training.train_candidates`::
 
     parent run "train-<time>"    tags git_commit, data_version, params_hash, churnops.role=pipeline,
     │                             best_candidate, best_run_id (+ promotion.* once the gate decided)
@@ -38,8 +40,6 @@ if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
     from sklearn.pipeline import Pipeline
 
-    from churnops.models.evaluation import Evaluation
-    from churnops.models.search import SearchResult
 
 log = get_logger(__name__)
 
@@ -209,114 +209,3 @@ def load_candidate_pipeline(run_id: str, model_uri: str, settings: Settings) -> 
     tags = MlflowClient(tracking_uri=uri, registry_uri=uri).get_run(run_id).data.tags
     return load_verified_pipeline(model_uri, tags.get(TAG_MODEL_SHA256), tags.get(TAG_MODEL_FILES),
                                   what=f"run {run_id}'s model {model_uri}")
-
-
-def reference_sample(train_X: pd.DataFrame, settings: Settings) -> pd.DataFrame:  # noqa: N803
-    """The training split's raw feature columns: at most REFERENCE_MAX_ROWS rows, sampled with the seed."""
-    frame = train_X[settings.schema.feature_columns]
-    if len(frame) > REFERENCE_MAX_ROWS:
-        frame = frame.sample(n=REFERENCE_MAX_ROWS, random_state=settings.params.train.seed)
-    return frame.reset_index(drop=True)
-
-
-def flat_metrics(search: SearchResult, evaluation: Evaluation) -> dict[str, float]:
-    """Run metrics: ``cv_<m>_mean/std``, ``oof_<m>`` (at the threshold), ``test_<m>``, ``<phase>_seconds``."""
-    out: dict[str, float] = {}
-    for name, stats in search.cv_metrics.items():
-        out[f"cv_{name}_mean"] = stats["mean"]
-        out[f"cv_{name}_std"] = stats["std"]
-    out.update({f"oof_{k}": v for k, v in search.oof_metrics.items()})
-    out.update({f"test_{k}": v for k, v in evaluation.metrics.items()})
-    out.update({f"{k}_seconds": v for k, v in search.seconds.items()})
-    return out
-
-
-def run_params(search: SearchResult, settings: Settings, n_train: int, n_test: int) -> dict[str, Any]:
-    """Run params: the best hyper-parameters (bare names) and how they were found."""
-    params: dict[str, Any] = {k: ("None" if v is None else v) for k, v in search.best_params.items()}
-    params.update(
-        candidate=search.candidate,
-        threshold=round(search.threshold, 6),
-        tune_threshold=settings.params.evaluate.tune_threshold,
-        cv_folds=search.cv_folds,
-        search_iterations=search.n_iter,
-        search_rows=search.search_rows,
-        search_rounds=search.rounds,
-        scoring=search.scoring,
-        seed=settings.params.train.seed,
-        train_rows=n_train,
-        test_rows=n_test,
-    )
-    return params
-
-
-def write_candidate_artifacts(
-    search: SearchResult, evaluation: Evaluation, importance: pd.Series | None, out_dir: Path
-) -> Path:
-    """Write a candidate's evaluation files and plots under `out_dir` (evaluation/, plots/, search/)."""
-    from churnops.io import atomic_path, write_json_atomic, write_text_atomic
-    from churnops.models.plots import write_plots
-
-    ev = out_dir / "evaluation"
-    write_json_atomic(ev / "metrics.json", {
-        "candidate": search.candidate,
-        "threshold": search.threshold,
-        "holdout": evaluation.metrics,
-        "cv": search.cv_metrics,
-        "oof": search.oof_metrics,
-        "best_params": search.best_params,
-        "rows": evaluation.n_rows,
-    })
-    write_json_atomic(ev / "confusion_matrix.json", {
-        "labels": [0, 1], "rows": "actual", "columns": "predicted", "threshold": search.threshold,
-        "matrix": evaluation.confusion_matrix,
-    })
-    write_text_atomic(ev / "classification_report.txt", evaluation.report_text)
-    write_json_atomic(ev / "classification_report.json", evaluation.report)
-    if importance is not None:
-        with atomic_path(ev / "feature_importance.csv") as tmp:
-            importance.rename_axis("feature").to_frame().to_csv(tmp)
-    with atomic_path(out_dir / "search" / "cv_results.csv") as tmp:
-        search.cv_results.to_csv(tmp, index=False)
-    write_plots(evaluation.y_true, evaluation.proba, search.threshold, importance, out_dir / "plots",
-                title=search.candidate)
-    return out_dir
-
-
-def log_candidate_run(
-    search: SearchResult,
-    evaluation: Evaluation,
-    *,
-    train_X: pd.DataFrame,  # noqa: N803
-    settings: Settings,
-    importance: pd.Series | None,
-    artifact_dir: Path | None = None,
-) -> ModelInfo:
-    """Record a fitted candidate in the active MLflow run; returns the logged model's info.
-
-    `artifact_dir`, when given, keeps the evaluation files and plots (for DVC reports); otherwise they
-    are written to a temporary folder that is removed after logging.
-    """
-    import mlflow
-
-    mlflow.log_params(run_params(search, settings, len(train_X), evaluation.n_rows))
-    mlflow.log_metrics(flat_metrics(search, evaluation))
-    with tempfile.TemporaryDirectory(prefix="churnops-run-") as tmp:
-        root = Path(tmp) if artifact_dir is None else Path(artifact_dir)
-        write_candidate_artifacts(search, evaluation, importance, root)
-        for sub in ("evaluation", "plots", "search"):
-            mlflow.log_artifacts(str(root / sub), artifact_path=sub)
-        reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-        sample = reference_sample(train_X, settings)
-        sample.to_parquet(reference, index=False)
-        mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-        # The outlier detector travels with the model, fitted on the same reference drift monitoring uses.
-        from churnops.integrity import sha256_file
-        from churnops.outliers import fit_from_settings
-
-        detector_path = fit_from_settings(sample, settings).save(Path(tmp) / Path(OUTLIER_ARTIFACT).name)
-        mlflow.log_artifact(str(detector_path), artifact_path=str(Path(OUTLIER_ARTIFACT).parent))
-        mlflow.set_tag(TAG_OUTLIERS_SHA256, sha256_file(detector_path))
-    info = log_model(search.pipeline, train_X, settings)
-    mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_MODEL_ID: info.model_id})
-    return info

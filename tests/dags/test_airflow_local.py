@@ -90,7 +90,7 @@ def test_following_a_run_survives_an_api_server_that_misses_a_poll() -> None:
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from pipeline.airflow_local import AirflowAPI
+    from churnops.airflow_rest import AirflowAPI, AirflowAPIError
 
     polls: list[float] = []
 
@@ -124,7 +124,7 @@ def test_following_a_run_survives_an_api_server_that_misses_a_poll() -> None:
         api = AirflowAPI(f"http://127.0.0.1:{server.server_address[1]}", "admin", "pw", timeout_s=0.5)
         run = api.wait_for_run("churn_training", "r1", timeout_s=30, poll_s=0.05, patience_s=10)
         assert run["state"] == "success" and len(polls) >= 3
-        with pytest.raises(AirflowLocalError, match="no answer for"):
+        with pytest.raises(AirflowAPIError, match="no answer for"):
             polls.clear()
             api.wait_for_run("churn_training", "r1", timeout_s=30, poll_s=0.05, patience_s=0.2)
     finally:

@@ -24,7 +24,8 @@ HEAVY = (
     "redis",
     "dvc",
     "churnops.registry",
-    "pipeline.orchestration",
+    "pipeline.training_run",
+    "monitoring.drift_tasks",
     "pipeline.modelling",
     "monitoring.detect",
 )

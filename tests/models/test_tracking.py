@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churnops.models.candidate_run import reference_sample
 from churnops.models.candidates import CANDIDATES
 from churnops.models.evaluation import HOLDOUT_METRICS
 from churnops.models.training import TrainingDataError, train_candidates
-from churnops.tracking import EXPERIMENT_NAME, REFERENCE_ARTIFACT, reference_sample, signature_frame
+from churnops.tracking import EXPERIMENT_NAME, REFERENCE_ARTIFACT, signature_frame
 from tests.models.conftest import LABEL
 
 pytestmark = pytest.mark.integration

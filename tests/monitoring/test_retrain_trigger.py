@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from churnops.airflow_rest import AirflowAPI
 from churnops.settings import RetrainSettings
-from monitoring.retrain import AirflowClient, RetrainError, RetrainTrigger, list_triggers
+from monitoring.retrain import RetrainError, RetrainTrigger, airflow_from_env, list_triggers
 from monitoring.state import StateDB
 
 CONF = {"drift": {"status": "drift", "drifted_features": ["Total_Trans_Amt"], "window_size": 800}}
@@ -23,7 +24,7 @@ class Clock:
 def make_trigger(tmp_path, env, clock, cooldown_s=3600.0) -> RetrainTrigger:
     settings = RetrainSettings(cooldown_s=cooldown_s, dag_id="churn_training", timeout_s=5)
     return RetrainTrigger(StateDB(tmp_path / "state.sqlite"), settings,
-                          lambda: AirflowClient.from_env(env, 5), clock=clock)
+                          lambda: airflow_from_env(env, 5), clock=clock)
 
 
 def test_drift_triggers_the_training_dag_with_the_report_as_conf(tmp_path, airflow):
@@ -81,7 +82,8 @@ def test_missing_environment_names_the_variables(tmp_path):
 
 
 def test_a_resent_run_id_is_not_a_second_run(airflow):
-    client = AirflowClient(airflow.url, airflow.username, airflow.password)
-    assert client.trigger_dag("churn_training", "drift__x", {"a": 1}) == "drift__x"
-    assert client.trigger_dag("churn_training", "drift__x", {"a": 1}) == "drift__x"  # 409: already there
+    client = AirflowAPI(airflow.url, airflow.username, airflow.password)
+    first = client.trigger("churn_training", {"a": 1}, dag_run_id="drift__x", unpause=False)
+    again = client.trigger("churn_training", {"a": 1}, dag_run_id="drift__x", unpause=False)  # 409: there
+    assert first["dag_run_id"] == again["dag_run_id"] == "drift__x" and again["existed"]
     assert len(airflow.runs) == 1

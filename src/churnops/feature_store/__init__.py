@@ -60,7 +60,7 @@ Modules (every name other code imported from the single module it was is still i
 - :mod:`churnops.feature_store.scripts`     the server-side Lua scripts
 - :mod:`churnops.feature_store.results`     :class:`PushResult`, :class:`StoredFeatures`
 - :mod:`churnops.feature_store.errors`      :class:`FeatureStoreError` and its kinds
-- :mod:`churnops.feature_store.connection`  :func:`connect` (a Redis client with timeouts), :func:`safe_url`
+- :mod:`churnops.feature_store.connection`  :func:`connect` (a Redis client with timeouts)
 
 The tuning constants a push and a removal read (``LOCK_TTL_MS``, ``IN_FLIGHT_CHUNKS``, ``IDS_PART_BYTES``,
 ``IDS_SLICE_BYTES``) live in :mod:`churnops.feature_store.store`; set them there.
@@ -68,7 +68,7 @@ The tuning constants a push and a removal read (``LOCK_TTL_MS``, ``IN_FLIGHT_CHU
 
 from __future__ import annotations
 
-from churnops.feature_store.connection import connect, safe_url
+from churnops.feature_store.connection import connect
 from churnops.feature_store.errors import FeatureStoreError, FeatureStoreUnavailable, NoFeatureSet
 from churnops.feature_store.keys import (
     VERSION_PATTERN,
@@ -127,7 +127,6 @@ __all__ = [
     "meta_key",
     "normalise_id",
     "registry_key",
-    "safe_url",
     "version_prefix",
     "versions_prefix",
 ]

@@ -1,22 +1,11 @@
-"""The Redis client the feature store (and the prediction log) use, and a Redis URL safe to print."""
+"""The Redis client the feature store (and the prediction log) use."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import redis
-
-
-def safe_url(url: str) -> str:
-    """The Redis URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def connect(url: str, *, connect_timeout_s: float, socket_timeout_s: float) -> redis.Redis:

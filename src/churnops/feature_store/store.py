@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from churnops.feature_store.connection import connect, safe_url
+from churnops.feature_store.connection import connect
 from churnops.feature_store.errors import FeatureStoreError, FeatureStoreUnavailable, NoFeatureSet, _LockLost
 from churnops.feature_store.keys import (
     check_version,
@@ -49,6 +49,7 @@ from churnops.feature_store.wire import (
 )
 from churnops.held_connections import HeldConnections
 from churnops.logs import get_logger, progress
+from churnops.redaction import redact_url
 from churnops.settings import SchemaSettings, Settings
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class FeatureStore:
         self.namespace = namespace
         self.chunk_size = chunk_size
         self.push_timeout_s = push_timeout_s
-        self.url = safe_url(url)
+        self.url = redact_url(url)
         self._layouts: dict[str, Layout] = {}
         self._lookup = client.register_script(_LOOKUP_LUA)
         self._readers = HeldConnections(client)  # lookups: a connection per thread, ~2x cheaper than the pool

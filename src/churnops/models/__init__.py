@@ -6,6 +6,7 @@ Modules (import them directly; this package imports nothing heavy):
 - :mod:`churnops.models.search`      search spaces from params.yaml, randomized CV search, threshold choice
 - :mod:`churnops.models.evaluation`  hold-out metrics, confusion matrix, report, feature importance
 - :mod:`churnops.models.plots`       ROC / PR / calibration / confusion / importance PNGs
+- :mod:`churnops.models.candidate_run`  what one candidate's MLflow run records (``log_candidate_run()``)
 - :mod:`churnops.models.training`    ``train_candidates()``: every candidate, tracked in MLflow
 """
 

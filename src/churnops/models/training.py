@@ -179,9 +179,10 @@ def train_candidate(
     The child run ends FAILED (and the error propagates) if the candidate fails."""
     import mlflow
 
+    from churnops.models.candidate_run import log_candidate_run
     from churnops.models.evaluation import evaluate, feature_importance
     from churnops.models.search import search_candidate
-    from churnops.tracking import TAG_CANDIDATE, TAG_ROLE, configure_tracking, log_candidate_run
+    from churnops.tracking import TAG_CANDIDATE, TAG_ROLE, configure_tracking
 
     train_X, train_y = split_features(train_df, settings.schema, source="train split")  # noqa: N806
     test_X, test_y = split_features(test_df, settings.schema, source="test split")  # noqa: N806

@@ -1,5 +1,5 @@
-"""The glue the DAG tasks call (pipeline.orchestration), without Airflow: run parameters, data versioning
-with its restore, and the serving confirmation against a real HTTP server."""
+"""The training run the DAG tasks call (pipeline.training_run), without Airflow: run parameters, data
+versioning with its restore, and the serving confirmation against a real HTTP server."""
 
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ def md5(path: Path) -> str:
     ],
 )
 def test_training_conf_refuses_bad_values_naming_the_key(conf: dict, key: str) -> None:
-    from pipeline.orchestration import OrchestrationError, TrainingConf
+    from pipeline.training_run import TrainingConf, TrainingRunError
 
-    with pytest.raises(OrchestrationError, match=key):
+    with pytest.raises(TrainingRunError, match=key):
         TrainingConf.from_conf(conf)
 
 
 def test_empty_conf_values_mean_the_values_of_params_yaml() -> None:
-    from pipeline.orchestration import TrainingConf
+    from pipeline.training_run import TrainingConf
 
     conf = TrainingConf.from_conf(
         {
@@ -55,7 +55,7 @@ def test_run_params_merge_the_conf_into_params_yaml_and_stage_the_layers_in_the_
     tmp_path: Path,
 ) -> None:
     from churnops.settings import load_settings
-    from pipeline.orchestration import prepare_training_run, run_settings
+    from pipeline.training_run import prepare_training_run, run_settings
 
     home = make_project(tmp_path / "home", rows=200)
     ctx = prepare_training_run(
@@ -85,12 +85,12 @@ def test_run_params_merge_the_conf_into_params_yaml_and_stage_the_layers_in_the_
 
 
 def test_a_conf_that_makes_params_invalid_fails_before_any_data_is_touched(tmp_path: Path) -> None:
-    from pipeline.orchestration import OrchestrationError, prepare_training_run
+    from pipeline.training_run import TrainingRunError, prepare_training_run
 
     home = make_project(tmp_path / "home", rows=200)
-    with pytest.raises(OrchestrationError, match="train.candidates"):
+    with pytest.raises(TrainingRunError, match="train.candidates"):
         prepare_training_run("r1", {"candidates": ["svm"]}, home=home)
-    with pytest.raises(OrchestrationError, match="data_path"):
+    with pytest.raises(TrainingRunError, match="data_path"):
         prepare_training_run("r2", {"data_path": "incoming/missing.csv"}, home=home)
     assert not (home / "data" / "raw" / "customers.csv").exists()
 
@@ -101,7 +101,7 @@ def test_restore_puts_back_the_raw_table_and_its_data_version_even_after_a_retri
 ) -> None:
     from churnops.data.generate import generate_to_csv
     from churnops.settings import load_settings
-    from pipeline.orchestration import prepare_training_run, restore_data, version_data
+    from pipeline.training_run import prepare_training_run, restore_data, version_data
     from pipeline.versioning import data_version, dvc_file_for
 
     for var in ("CHURNOPS_DVC_REMOTE", "CHURNOPS_HOME", "CHURNOPS_PARAMS"):
@@ -164,7 +164,7 @@ class _ModelServer:
 
 
 def test_notify_serving_waits_until_serving_reports_the_new_champion(settings_factory) -> None:
-    from pipeline.orchestration import notify_serving
+    from pipeline.training_run import notify_serving
 
     settings = settings_factory()
     with _ModelServer() as server:
@@ -177,7 +177,7 @@ def test_notify_serving_waits_until_serving_reports_the_new_champion(settings_fa
 
 
 def test_notify_serving_only_warns_when_serving_keeps_the_old_model(settings_factory) -> None:
-    from pipeline.orchestration import notify_serving
+    from pipeline.training_run import notify_serving
 
     settings = settings_factory()
     with _ModelServer() as server:
@@ -196,8 +196,7 @@ def test_notify_serving_only_warns_when_serving_keeps_the_old_model(settings_fac
 def test_task_logging_renders_churnops_fields_for_handlers_that_ignore_extra() -> None:
     import logging
 
-    from churnops.logs import get_logger
-    from pipeline.orchestration import task_logging
+    from churnops.logs import get_logger, task_logging
 
     class Keep(logging.Handler):  # like Airflow's task handler: formats the message only
         def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""What the Airflow DAGs call around the pipeline stages: run workspaces, run parameters, the commit point.
+"""The training run of the ``churn_training`` DAG: its workspace, its parameters, its commit point.
 
 No Airflow here (``dags/`` is the only code that imports it): every function takes plain values and
 returns JSON-able dicts, so each is testable alone and a DAG task is one call.
@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from churnops.io import atomic_path, same_content, write_json_atomic, write_text_atomic
+from churnops.io import atomic_path, safe_run_id, same_content, write_json_atomic, write_text_atomic
 from churnops.logs import get_logger
 from churnops.settings import Settings, SettingsError, load_params, load_settings
 
@@ -45,40 +43,10 @@ log = get_logger(__name__)
 RUNS_DIR = Path("data/runs")  # per-run workspaces, relative to the project home
 ENV_SERVING_URL = "CHURNOPS_SERVING_URL"
 ENV_SERVING_TOKEN = "CHURNOPS_SERVING_TOKEN"  # an operator token of serving, when it requires tokens
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-class OrchestrationError(RuntimeError):
+class TrainingRunError(RuntimeError):
     """A run could not be prepared or finished; the message says what and where."""
-
-
-# -- task logs -----------------------------------------------------------------------------------
-class _FieldsInMessage(logging.Filter):
-    """churnops logs an event name plus key=value fields (`extra`); Airflow's task-log handler drops
-    `extra`, so this renders the fields into the message itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        fields = getattr(record, "fields", None)
-        if fields and not getattr(record, "_churnops_inlined", False):
-            rendered = " ".join(f"{k}={_render(v)}" for k, v in fields.items())
-            record.msg = f"{record.msg} {rendered}"
-            record._churnops_inlined = True
-        return True
-
-
-def _render(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
-
-
-def task_logging() -> None:
-    """Make churnops' structured fields visible in an Airflow task's log (idempotent; call in the task)."""
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if not any(isinstance(f, _FieldsInMessage) for f in handler.filters):
-            handler.addFilter(_FieldsInMessage())
 
 
 # -- run configuration ---------------------------------------------------------------------------
@@ -102,16 +70,16 @@ class TrainingConf:
             if isinstance(candidates, str):
                 candidates = [c.strip() for c in candidates.split(",") if c.strip()]
             if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
-                raise OrchestrationError(f"conf 'candidates' must be a list of names, not {candidates!r}")
+                raise TrainingRunError(f"conf 'candidates' must be a list of names, not {candidates!r}")
             candidates = list(dict.fromkeys(candidates)) or None
         iters = conf.get("search_iterations")
         if iters is not None and (isinstance(iters, bool) or not isinstance(iters, int) or iters < 1):
-            raise OrchestrationError(f"conf 'search_iterations' must be an integer >= 1, not {iters!r}")
+            raise TrainingRunError(f"conf 'search_iterations' must be an integer >= 1, not {iters!r}")
         margin = conf.get("promotion_margin")
         if margin is not None and (
             isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0
         ):
-            raise OrchestrationError(f"conf 'promotion_margin' must be a number >= 0, not {margin!r}")
+            raise TrainingRunError(f"conf 'promotion_margin' must be a number >= 0, not {margin!r}")
         drift = conf.get("drift")
         return cls(
             data_path=str(data_path) if data_path else None,
@@ -146,10 +114,6 @@ def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def safe_run_id(run_id: str) -> str:
-    return _SAFE.sub("_", run_id).strip("_")[:120] or "run"
 
 
 # -- the workspace -------------------------------------------------------------------------------
@@ -215,13 +179,13 @@ def prepare_training_run(
     try:  # a bad override fails here, naming the key, before any data is touched
         load_params(params_path)
     except SettingsError as exc:
-        raise OrchestrationError(f"the run configuration {conf} gives invalid settings: {exc}") from exc
+        raise TrainingRunError(f"the run configuration {conf} gives invalid settings: {exc}") from exc
     data_path = None
     if run_conf.data_path:
         p = Path(run_conf.data_path)
         data_path = str(p if p.is_absolute() else project.home / p)
         if not Path(data_path).is_file():
-            raise OrchestrationError(
+            raise TrainingRunError(
                 f"conf 'data_path': no file at {data_path} (paths are read on the Airflow "
                 f"worker; relative ones from {project.home})"
             )
@@ -276,7 +240,7 @@ def version_data(ctx: dict[str, Any]) -> dict[str, Any]:
     if incoming is not None:
         check_table(settings, incoming, report_dir=c.dir / "reports" / "incoming")
     elif not raw.is_file():
-        raise OrchestrationError(
+        raise TrainingRunError(
             f"no raw table at {raw} and no data_path in the run configuration: "
             f"give data_path (a CSV in the schema of params.yaml)"
         )
@@ -368,7 +332,7 @@ def publish(ctx: dict[str, Any]) -> dict[str, Any]:
         pairs.append((src, project.reports_dir / rel))
     missing = [str(s) for s, _ in pairs if not s.is_file()]
     if missing:
-        raise OrchestrationError(f"the run's workspace lacks {missing}: the stages did not all run")
+        raise TrainingRunError(f"the run's workspace lacks {missing}: the stages did not all run")
     for src, dest in pairs:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
@@ -495,137 +459,3 @@ def clean_staged_layers(ctx: dict[str, Any]) -> None:
     c = RunContext.from_dict(ctx)
     for sub in ("validated", "features", "snapshot"):
         shutil.rmtree(c.dir / sub, ignore_errors=True)
-
-
-# -- drift monitor (churn_drift_monitor) ---------------------------------------------------------
-def drift_run_dir(settings: Settings, run_id: str) -> Path:
-    """Where a drift-monitor run writes its reports: <reports>/drift/runs/<run id>/."""
-    return settings.reports_dir / "drift" / "runs" / safe_run_id(run_id)
-
-
-def drift_tests(settings: Settings, run_id: str, last_n: int | None = None) -> dict[str, Any]:
-    """The latest prediction-log window against the champion's training reference (monitoring.run.run_check,
-    without its alerting and retraining: the DAG runs those as their own tasks).
-
-    Returns the result as a dict (``status``: drift | no_drift | not_enough_data) with the report paths;
-    ``no_champion`` when no model holds @champion yet (nothing to compare with).
-    """
-    from churnops import registry
-    from monitoring.integrity import raise_integrity_alerts
-    from monitoring.run import run_check
-
-    # a model refused for changed files pages on-call at every scheduled check, drift or not
-    integrity = raise_integrity_alerts(settings)
-    if registry.champion_version(settings) is None:
-        return {
-            "status": "no_champion",
-            "drift": False,
-            "message": "no model holds @champion yet: nothing to compare the window with",
-            "integrity": integrity,
-        }
-    outcome = run_check(
-        settings, last_n=last_n, out_dir=drift_run_dir(settings, run_id), alert=False, retrain=False
-    )
-    result = outcome.result
-    log.info(
-        "drift.result",
-        status=result.status,
-        drifted=",".join(result.drifted_features) or "-",
-        window=result.window_size,
-        reference_version=result.reference_version,
-        message=result.message,
-    )
-    return {**result.to_dict(), "report_json": str(outcome.json_path), "report_html": str(outcome.html_path),
-            "integrity": integrity}
-
-
-def _drift_result(doc: dict[str, Any]):  # -> monitoring.detect.DriftResult
-    """Rebuild the DriftResult a previous task returned as a dict."""
-    from monitoring.detect import DriftConfig, DriftResult, FeatureDrift
-
-    return DriftResult(
-        status=doc["status"],
-        window_size=doc["window_size"],
-        reference_size=doc["reference_size"],
-        reference_version=doc.get("reference_version"),
-        backend=doc["backend"],
-        config=DriftConfig(**doc["config"]),
-        threshold=doc.get("threshold"),
-        features=[FeatureDrift(**f) for f in doc.get("features", [])],
-        message=doc.get("message", ""),
-        source=doc.get("source") or {},
-        created_at=doc["created_at"],
-    )
-
-
-def alert_on_call(settings: Settings, result: dict[str, Any]) -> dict[str, Any]:
-    """Raise the drift alert on the configured channels (cooldown, outbox, retries: monitoring.alerts)."""
-    from monitoring.alerts import Alerter, drift_alert
-
-    alerter = Alerter.from_settings(settings)
-    raised, delivery = alerter.raise_alert(
-        drift_alert(_drift_result(result), report=result.get("report_html"))
-    )
-    out: dict[str, Any] = {
-        "alert_id": raised.alert_id,
-        "status": "queued" if raised.accepted else "suppressed",
-        "skipped_channels": sorted(alerter.skipped),
-    }
-    if raised.accepted:
-        out["channels"] = raised.channels
-    else:
-        out["duplicate_of"] = raised.duplicate_of
-    if delivery is not None:
-        out["delivered"] = len(delivery.delivered)
-        out["pending"] = delivery.pending
-    log.info("drift.alert", **{k: v for k, v in out.items() if isinstance(v, str | int)})
-    return out
-
-
-class _OperatorTrigger:
-    """Stands in for monitoring.retrain.AirflowClient inside Airflow: it records the run the DAG's
-    TriggerDagRunOperator starts right after, instead of calling the REST API."""
-
-    def __init__(self) -> None:
-        self.request: dict[str, Any] | None = None
-
-    def trigger_dag(self, dag_id: str, dag_run_id: str, conf: dict[str, Any], note: str | None = None) -> str:
-        self.request = {"dag_id": dag_id, "dag_run_id": dag_run_id, "conf": conf, "note": note}
-        return dag_run_id
-
-
-def decide_retraining(settings: Settings, result: dict[str, Any]) -> dict[str, Any]:
-    """Apply the retraining cooldown (monitoring.retrain) and record the decision in the trigger log.
-
-    Returns ``{"trigger": True, "dag_id", "dag_run_id", "conf", "trigger_id"}`` when the training DAG
-    should run now, else ``{"trigger": False, "reason"}``.
-    """
-    from monitoring.retrain import RetrainTrigger
-    from monitoring.run import CheckOutcome
-    from monitoring.state import StateDB
-
-    retrain = settings.params.monitoring.retrain
-    if not retrain.enabled:
-        return {"trigger": False, "reason": "monitoring.retrain.enabled is false"}
-    conf = CheckOutcome(_drift_result(result), Path(result["report_json"]), Path(result["report_html"])).conf
-    reason = conf.pop("reason")
-    stand_in = _OperatorTrigger()
-    trigger = RetrainTrigger(
-        StateDB(settings.path(settings.params.monitoring.state_db)), retrain, client_factory=lambda: stand_in
-    )
-    decision = trigger.maybe_trigger(reason, conf)
-    if decision.status != "triggered" or stand_in.request is None:
-        return {"trigger": False, "reason": decision.reason, "status": decision.status}
-    return {"trigger": True, "trigger_id": decision.id, "reason": reason, **stand_in.request}
-
-
-def mark_trigger_failed(settings: Settings, trigger_id: str, error: str) -> None:
-    """The training DAG could not be started: mark the trigger failed so the cooldown does not count it."""
-    from monitoring.state import StateDB
-
-    with StateDB(settings.path(settings.params.monitoring.state_db)).transaction() as db:
-        db.execute(
-            "UPDATE retrain_triggers SET status = 'failed', error = ? WHERE id = ?",
-            (error[:2000], trigger_id),
-        )
-    log.error("retrain.trigger_failed", trigger_id=trigger_id, error=error)
