@@ -141,10 +141,11 @@ def stage_evaluate(app: AppContext) -> None:
 def stage_register(app: AppContext) -> None:
     """Register the best candidate as @challenger; promote it to @champion only if it beats the champion."""
     from pipeline.modelling import register_stage
-    from pipeline.run import summarise_report
 
     report = register_stage(app.settings)
-    click.echo(summarise_report(report))
+    decision = report["promotion"]
+    outcome = "promoted to @champion" if decision.get("promoted") else f"@champion stays {report['champion']}"
+    click.echo(f"registered version {report['registered_version']} as @challenger: {outcome}")
 
 
 @click.command()

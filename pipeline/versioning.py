@@ -58,8 +58,49 @@ def _inside_git(home: Path) -> bool:
     return proc.returncode == 0 and Path(proc.stdout.strip()).resolve() == home.resolve()
 
 
+CODE_PATHS = "code_paths.yaml"  # where dvc.yaml's stages find the code they run (its `vars`)
+
+
+def code_paths(home: Path) -> dict[str, str]:
+    """The folders of the code the stages run, relative to `home` when inside it (the repository), else
+    absolute (an installed churnops running a project home elsewhere)."""
+    import churnops
+    import pipeline
+
+    def where(package: object) -> str:
+        folder = Path(package.__file__).resolve().parent  # type: ignore[attr-defined]
+        try:
+            return folder.relative_to(home.resolve()).as_posix()
+        except ValueError:
+            return folder.as_posix()
+
+    return {"core": where(churnops), "pipeline": where(pipeline)}
+
+
+def ensure_code_paths(home: Path) -> Path:
+    """Write ``code_paths.yaml`` (the ``code`` vars of dvc.yaml) unless the one there names existing folders.
+
+    dvc.yaml's stages depend on the code that computes them (``${code.core}/models/search.py``, ...), so
+    `dvc repro` retrains after a change to the model code and not after a change to serving.
+    """
+    from churnops.io import write_text_atomic
+
+    path = home / CODE_PATHS
+    if path.is_file():
+        current = (yaml.safe_load(path.read_text()) or {}).get("code") or {}
+        if current and all((home / str(folder)).is_dir() for folder in current.values()):
+            return path
+    header = ("# Where the code of dvc.yaml's stages lives (their deps), relative to this project home or\n"
+              "# absolute; churnops writes it when missing or stale (pipeline.versioning).\n")
+    write_text_atomic(path, header + yaml.safe_dump({"code": code_paths(home)}, sort_keys=False))
+    log.info("dvc.code_paths", path=str(path), **code_paths(home))
+    return path
+
+
 def ensure_repo(home: Path) -> None:
-    """`dvc init` once (with --no-scm when the home is not the root of a git repository)."""
+    """`dvc init` once (with --no-scm when the home is not the root of a git repository); the code paths
+    dvc.yaml reads."""
+    ensure_code_paths(home)
     if (home / ".dvc").is_dir():
         return
     args = ["init", "-q"] if _inside_git(home) else ["init", "-q", "--no-scm"]

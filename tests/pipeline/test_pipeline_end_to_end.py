@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from tests.pipeline.conftest import make_project, run_cli, settings_of, state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,8 +27,22 @@ ROWS = 1500
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = make_project(tmp_path_factory.mktemp("pipeline") / "home")
+    # The stages depend on the code that computes them: here a copy of it, so the tests below can change it.
+    code = tmp_path_factory.mktemp("code")
+    for folder in ("src/churnops", "pipeline", "serving"):
+        shutil.copytree(REPO / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    paths = {"core": str(code / "src/churnops"), "pipeline": str(code / "pipeline")}
+    (home / "code_paths.yaml").write_text(yaml.safe_dump({"code": paths}))
     run_cli(home, "data", "generate", "--rows", str(ROWS), "--seed", "3", "--out", "incoming/first.csv")
     return home
+
+
+def dvc_repro(home: Path) -> subprocess.CompletedProcess:
+    """Plain `dvc repro` in the home, as a user runs it by hand."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_"))}
+    env.update(DVC_NO_ANALYTICS="1", PATH=str(Path(sys.executable).parent) + os.pathsep + env["PATH"])
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=home, env=env,
+                          capture_output=True, text=True, check=True)
 
 
 def test_train_versions_the_data_and_registers_a_champion(home: Path) -> None:
@@ -75,11 +91,7 @@ def test_mlflow_has_a_parent_run_with_a_child_per_candidate(home: Path) -> None:
 
 def test_second_repro_with_nothing_changed_does_nothing(home: Path) -> None:
     before = state(home)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_"))}
-    env.update(DVC_NO_ANALYTICS="1", PATH=str(Path(sys.executable).parent) + os.pathsep + env["PATH"])
-    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=home, env=env,
-                          capture_output=True, text=True, check=True)
-    assert "Running stage" not in proc.stdout
+    assert "Running stage" not in dvc_repro(home).stdout
     assert state(home) == before
 
 
@@ -191,3 +203,75 @@ def test_retraining_on_new_data_goes_through_the_promotion_gate(home: Path) -> N
         cmp = decision["comparison"]
         assert cmp["method"] == "delong" and cmp["ci_low"] <= cmp["difference"] <= cmp["ci_high"]
         assert decision["promoted"] == (cmp["ci_low"] > 0 and cmp["difference"] >= decision["margin"])
+
+
+# -- dvc.yaml knows the code -----------------------------------------------------------------------
+def _code(home: Path) -> dict[str, Path]:
+    return {k: Path(v) for k, v in yaml.safe_load((home / "code_paths.yaml").read_text())["code"].items()}
+
+
+def _touch(path: Path) -> None:
+    path.write_text(path.read_text() + "\n# a change\n")
+
+
+def test_a_change_to_serving_code_retrains_nothing(home: Path) -> None:
+    code = _code(home)
+    before = state(home)
+    _touch(code["core"].parents[1] / "serving" / "app.py")
+    for module in ("held_connections.py", "prediction_log.py", "feature_store/store.py"):  # serving's, core
+        _touch(code["core"] / module)
+    assert "Running stage" not in dvc_repro(home).stdout
+    assert state(home) == before
+
+
+def test_a_change_to_the_model_code_retrains_and_the_summary_is_printed_once(home: Path) -> None:
+    before = json.loads((home / "reports/run_report.json").read_text())
+    _touch(_code(home)["core"] / "models" / "search.py")
+    proc = run_cli(home, "train")  # the current raw table: only the code changed
+    assert "Running stage 'train'" in proc.stderr
+    assert "Running stage 'evaluate'" in proc.stderr and "Running stage 'register'" in proc.stderr
+    assert "Running stage 'validate'" not in proc.stderr and "Running stage 'featurize'" not in proc.stderr
+    after = json.loads((home / "reports/run_report.json").read_text())
+    assert after["mlflow_parent_run_id"] != before["mlflow_parent_run_id"]
+    assert after["registered_version"] == str(int(before["registered_version"]) + 1)
+    output = proc.stdout + proc.stderr
+    assert output.count("promotion: ") == 1, output[-3000:]  # the run's summary, once
+    assert f"data version {after['data_version']}" in proc.stdout
+
+
+def test_every_module_a_stage_runs_is_a_dependency_of_the_stage() -> None:
+    """A module added to the model code (and imported by it) must be added to dvc.yaml, or `dvc repro`
+    would not see it change."""
+    from tests.test_architecture import import_graph
+
+    graph = import_graph()
+    # computes nothing of a stage's output (params.yaml is a stage's `params`, not its code)
+    infrastructure = {"churnops", "pipeline", "churnops.settings", "churnops.logs", "churnops.io",
+                      "churnops.redaction"}
+
+    def closure(module: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [module]
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph.get(m, ()))
+        return seen - infrastructure
+
+    def path_of(module: str) -> str:
+        parts = module.split(".")
+        root = "${code.core}/" if parts[0] == "churnops" else "${code.pipeline}/"
+        base = root + "/".join(parts[1:])
+        return base + ("/__init__.py" if (REPO / "src" / "/".join(parts)).is_dir() else ".py")
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    entry = {"validate": "pipeline.layers", "featurize": "pipeline.layers", "train": "pipeline.modelling",
+             "evaluate": "pipeline.modelling", "register": "pipeline.modelling"}
+    assert set(stages) == set(entry)
+    for stage, module in entry.items():
+        deps = set(stages[stage]["deps"])
+        missing = sorted(path_of(m) for m in closure(module) if path_of(m) not in deps)
+        assert not missing, f"dvc.yaml stage {stage} runs code it does not list as deps: {missing}"
+        assert not [d for d in deps if "serving" in d or "monitoring" in d], f"{stage} lists serving code"
+
