@@ -1,8 +1,8 @@
 """Compiled tree ensembles: a fitted forest as flat node arrays, scored by one small compiled kernel.
 
-Scoring one row through XGBoost's ``Booster.inplace_predict`` costs ≈ 0.6 ms on this machine for a
-500-tree model, most of it per-call set-up, and scikit-learn forests dispatch through joblib on every call;
-walking the same trees in a compiled loop costs 15-20 µs. :func:`compile_xgboost` and
+Scoring one row through XGBoost's ``Booster.inplace_predict`` is mostly per-call set-up, and scikit-learn
+forests dispatch through joblib on every call; walking the same trees in a compiled loop costs a small
+fraction of that (measured side by side in ``benchmarks/RESULTS.md``, "Serving"). :func:`compile_xgboost` and
 :func:`compile_sklearn_forest` flatten a fitted model into a :class:`TreeEnsemble` (every tree's nodes in
 shared arrays), which numba kernels walk for every row: trees up to depth 10 in a complete layout with
 4-byte nodes (feature, rank of the split point among that feature's split points), deeper ones through
@@ -115,8 +115,9 @@ def _score_complete(X, cuts, cut_start, node_feature, node_bin, leaf, depth, str
     codes once, then every tree takes a fixed number of integer comparisons.
 
     Trees are walked four at a time, level by level: each walk is a chain of dependent loads, and four
-    independent chains keep the processor busy while each waits (1.7x faster than one tree after another
-    at 500 trees of depth 6). Leaves are still added in tree order, so the sum is the same to the bit."""
+    independent chains keep the processor busy while each waits (faster than one tree after another:
+    ``benchmarks/RESULTS.md``, "Serving"). Leaves are still added in tree order, so the sum is the same to
+    the bit."""
     n_inner = (1 << depth) - 1
     n_leaves = 1 << depth
     n_trees = leaf.shape[0] // n_leaves
