@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from churnops.logs import get_logger
+from churnops.redaction import redact_text, redact_url
 from monitoring.state import StateDB
 
 log = get_logger(__name__)
@@ -147,10 +148,10 @@ class Channel:
             resp = requests.post(self.endpoint(), data=payload.encode(), headers=headers,
                                  timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise DeliveryError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            raise DeliveryError(redact_text(f"{self.name}: {type(exc).__name__}: {exc}")) from exc
         if not 200 <= resp.status_code < 300:
-            raise DeliveryError(f"{self.name}: HTTP {resp.status_code} from {self.endpoint()}: "
-                                f"{resp.text[:200]}")
+            where = redact_url(self.endpoint() or "")
+            raise DeliveryError(f"{self.name}: HTTP {resp.status_code} from {where}: {resp.text[:200]}")
 
 
 def build_channels(alerts_settings: Any, env: Mapping[str, str] | None = None

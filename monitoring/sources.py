@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from churnops.logs import get_logger
+from churnops.redaction import redact_text
 from churnops.settings import Settings
 
 log = get_logger(__name__)
@@ -43,7 +44,8 @@ def champion_reference(settings: Settings, version: str | None = None) -> Sample
     try:
         version = version or registry.champion_version(settings)
     except Exception as exc:
-        raise SourceError(f"cannot read the model registry at {settings.mlflow_tracking_uri}: {exc}") from exc
+        raise SourceError(redact_text(
+            f"cannot read the model registry at {settings.mlflow_tracking_uri}: {exc}")) from exc
     if version is None:
         raise SourceError("no model holds the @champion alias yet: train and promote one first "
                           "(churnops train), or pass --reference PATH")
@@ -118,7 +120,8 @@ def prediction_log_current(settings: Settings, last_n: int | None = None,
     except PredictionLogError as exc:
         raise SourceError(str(exc)) from exc
     except Exception as exc:  # redis errors: name the store, keep the cause
-        raise SourceError(f"cannot read the prediction log {key} at {settings.redis_url}: {exc}") from exc
+        raise SourceError(redact_text(
+            f"cannot read the prediction log {key} at {settings.redis_url}: {exc}")) from exc
     desc: dict[str, Any] = {"kind": "prediction_log", "stream": key, "last_n": last_n,
                             "since": _iso(since_ts)}
     if len(window):

@@ -23,6 +23,7 @@ from typing import Any
 
 from churnops.integrity import IntegrityError
 from churnops.logs import get_logger
+from churnops.redaction import redact_text, redact_url
 from churnops.settings import SchemaSettings, Settings
 
 log = get_logger(__name__)
@@ -80,8 +81,8 @@ class ModelHolder:
             try:
                 version = self._champion_version(self.settings)
             except Exception as exc:  # registry unreachable: keep serving what is loaded
-                self._failed("registry", f"cannot read the registry at {self.settings.mlflow_tracking_uri}: "
-                                         f"{exc}")
+                where = redact_url(self.settings.mlflow_tracking_uri)
+                self._failed("registry", f"cannot read the registry at {where}: {exc}")
                 return False
             current = self._current
             if version is None:
@@ -120,6 +121,7 @@ class ModelHolder:
             return True
 
     def _failed(self, outcome: str, message: str, exc_info: bool = False) -> None:
+        message = redact_text(message)  # it reaches /health, /model, the 503s and the log
         if message != self.last_error:  # log each new problem once, not every interval
             log.error("model.check_failed", outcome=outcome, error=message, exc_info=exc_info)
         self.last_error = message

@@ -3,6 +3,8 @@
 Nothing is configured at import. Entry points (the CLI, gunicorn) call :func:`configure_logging` once;
 library code only calls :func:`get_logger`. Airflow configures its own task logs: the project's DAGs take
 :func:`task_default_args`, whose callback (:func:`task_logging`) makes the key=value fields visible there.
+Every line the formatters write passes :func:`churnops.redaction.redact_text`, so a URL with a password
+in a field or in an exception's message is masked.
 
     log = get_logger(__name__)
     log.info("candidate.trained", model="xgboost", roc_auc=0.991)
@@ -18,6 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
+
+from churnops.redaction import redact_text
 
 T = TypeVar("T")
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -54,7 +58,7 @@ class TextFormatter(logging.Formatter):
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact_text(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,7 +72,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        return redact_text(json.dumps(doc, default=str))
 
 
 def _render(value: Any) -> str:
@@ -86,7 +90,7 @@ class _FieldsInMessage(logging.Filter):
         fields = getattr(record, "fields", None)
         if fields and not getattr(record, "_churnops_inlined", False):
             rendered = " ".join(f"{k}={_render(v)}" for k, v in fields.items())
-            record.msg = f"{record.msg} {rendered}"
+            record.msg = redact_text(f"{record.msg} {rendered}")
             record._churnops_inlined = True
         return True
 

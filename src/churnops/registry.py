@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 from churnops.settings import Settings
 
 if TYPE_CHECKING:
@@ -254,7 +255,8 @@ def register(settings: Settings, run_id: str, *, extra_tags: dict[str, str] | No
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise RegistryError(f"no MLflow run {run_id!r} in {settings.mlflow_tracking_uri}") from exc
+        where = redact_url(settings.mlflow_tracking_uri)
+        raise RegistryError(f"no MLflow run {run_id!r} in {where}") from exc
     model_uri = run.data.tags.get(TAG_MODEL_URI)
     if not model_uri:
         raise RegistryError(f"run {run_id} logged no churnops model (tag {TAG_MODEL_URI} missing): "
@@ -442,7 +444,7 @@ def load_champion(settings: Settings) -> ChampionModel:
     version = champion_version(settings)
     if version is None:
         raise NoChampionError(
-            f"model {_name(settings)!r} has no @{CHAMPION} in {settings.mlflow_tracking_uri}: "
+            f"model {_name(settings)!r} has no @{CHAMPION} in {redact_url(settings.mlflow_tracking_uri)}: "
             f"train and register one first (`churnops train`)"
         )
     return load_version(settings, version)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 
 if TYPE_CHECKING:
     from churnops.settings import Settings
@@ -77,6 +78,11 @@ def parse_s3_uri(uri: str, *, what: str = "S3 URI") -> S3Location:
             f"digits, '.' and '-', starting and ending with a letter or digit)"
         )
     return S3Location(bucket=bucket, prefix=prefix.strip("/"))
+
+
+def shown_endpoint(client: Any) -> str:
+    """A client's S3 endpoint as messages and answers show it (no password): "AWS" for Amazon's own."""
+    return redact_url(client.meta.endpoint_url) if client.meta.endpoint_url else "AWS"
 
 
 def endpoint_url(env: Mapping[str, str] | None = None) -> str | None:
@@ -155,7 +161,7 @@ def wait_until_reachable(client: S3Client, *, timeout_s: float = 60, interval_s:
             last = exc
         if time.monotonic() - start >= timeout_s:
             raise StorageError(
-                f"no S3 endpoint answers at {client.meta.endpoint_url} after {timeout_s:.0f} s "
+                f"no S3 endpoint answers at {shown_endpoint(client)} after {timeout_s:.0f} s "
                 f"({_describe(last) if last else 'no reply'}): is the object store running and "
                 f"AWS_ENDPOINT_URL_S3 right?"
             ) from last
@@ -173,12 +179,12 @@ def ensure_bucket(client: S3Client, bucket: str) -> bool:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("403", "AccessDenied", "Forbidden"):
             raise StorageError(
-                f"bucket {bucket!r} at {client.meta.endpoint_url} exists but these credentials may not use "
+                f"bucket {bucket!r} at {shown_endpoint(client)} exists but these credentials may not use "
                 f"it ({_describe(exc)}): check AWS_ACCESS_KEY_ID and the bucket policy"
             ) from exc
         if code not in ("404", "NoSuchBucket", "NotFound"):
             raise StorageError(
-                f"cannot inspect bucket {bucket!r} at {client.meta.endpoint_url}: {_describe(exc)}"
+                f"cannot inspect bucket {bucket!r} at {shown_endpoint(client)}: {_describe(exc)}"
             ) from exc
     region = client.meta.region_name
     kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -191,9 +197,9 @@ def ensure_bucket(client: S3Client, bucket: str) -> bool:
         if code == "BucketAlreadyOwnedByYou":  # created concurrently by another init
             return False
         raise StorageError(
-            f"cannot create bucket {bucket!r} at {client.meta.endpoint_url}: {_describe(exc)}"
+            f"cannot create bucket {bucket!r} at {shown_endpoint(client)}: {_describe(exc)}"
         ) from exc
-    log.info("storage.bucket_created", bucket=bucket, endpoint=client.meta.endpoint_url)
+    log.info("storage.bucket_created", bucket=bucket, endpoint=shown_endpoint(client))
     return True
 
 
@@ -240,14 +246,14 @@ def probe(client: S3Client, location: S3Location) -> ProbeResult:
         t3 = time.perf_counter()
     except ClientError as exc:
         raise StorageError(
-            f"{location.uri} at {client.meta.endpoint_url or 'AWS'}: {_describe(exc)} "
+            f"{location.uri} at {shown_endpoint(client)}: {_describe(exc)} "
             f"(the credentials need s3:PutObject, s3:GetObject, s3:DeleteObject and "
             f"s3:ListBucket there)"
         ) from exc
     if got != body:
         raise StorageError(f"{location.uri}: the object read back differs from the one written")
     return ProbeResult(
-        location.uri, client.meta.endpoint_url, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+        location.uri, shown_endpoint(client), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
     )
 
 

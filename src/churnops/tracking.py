@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 from churnops.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,17 +94,18 @@ def configure_tracking(settings: Settings) -> str:
             Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
         experiment_id = client.create_experiment(EXPERIMENT_NAME, artifact_location=settings.artifact_root)
         log.info("tracking.experiment_created", experiment=EXPERIMENT_NAME, id=experiment_id,
-                 artifact_location=settings.artifact_root, tracking_uri=uri)
+                 artifact_location=redact_url(settings.artifact_root), tracking_uri=redact_url(uri))
         return experiment_id
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(
-            f"MLflow experiment {EXPERIMENT_NAME!r} is deleted in {uri}: restore it "
+            f"MLflow experiment {EXPERIMENT_NAME!r} is deleted in {redact_url(uri)}: restore it "
             f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) or purge it "
             f"(`mlflow gc`) before training"
         )
     if experiment.artifact_location.rstrip("/") != settings.artifact_root.rstrip("/"):
         log.warning("tracking.artifact_location_differs", experiment=EXPERIMENT_NAME,
-                    existing=experiment.artifact_location, configured=settings.artifact_root,
+                    existing=redact_url(experiment.artifact_location),
+                    configured=redact_url(settings.artifact_root),
                     hint="an experiment keeps the artifact location it was created with")
     return experiment.experiment_id
 

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from churnops.cli import AppContext, echo_json, pass_app
+from churnops.redaction import redact_url
 
 
 @click.group()
@@ -43,7 +44,7 @@ def models_champion(app: AppContext, as_json: bool) -> None:
     if info is None:
         raise click.ClickException(
             f"no @champion for model {settings.params.register_.model_name!r} in "
-            f"{settings.mlflow_tracking_uri}: train and register one first (`churnops train`)"
+            f"{redact_url(settings.mlflow_tracking_uri)}: train and register one first (`churnops train`)"
         )
     if as_json:
         echo_json(info)
@@ -75,7 +76,7 @@ def models_list(app: AppContext, as_json: bool) -> None:
         return
     if not versions:
         name = settings.params.register_.model_name
-        click.echo(f"no versions of {name!r} in {settings.mlflow_tracking_uri}")
+        click.echo(f"no versions of {name!r} in {redact_url(settings.mlflow_tracking_uri)}")
         return
     metric = metric_key(settings.params.register_.metric)
     header = (f"{'version':>7}  {'aliases':<28} {'candidate':<20} {metric:>9} {'threshold':>9}  "

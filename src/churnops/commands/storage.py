@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from churnops.cli import AppContext, echo_json, pass_app
+from churnops.redaction import redact_url
 
 
 @click.group()
@@ -59,7 +60,7 @@ def storage_init(app: AppContext, wait_s: float, as_json: bool) -> None:
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
     doc = {
-        "endpoint": endpoint_url() or "AWS",
+        "endpoint": redact_url(endpoint_url() or "AWS"),
         "waited_s": round(waited, 2),
         "buckets": {b: ("created" if c else "exists") for b, c in created.items()},
         "locations": {name: loc.uri for name, loc in locations.items()},
@@ -81,7 +82,7 @@ def storage_check(app: AppContext, as_json: bool) -> None:
     """
     from botocore.exceptions import BotoCoreError
 
-    from churnops.storage import StorageError, probe, s3_client
+    from churnops.storage import StorageError, probe, s3_client, shown_endpoint
 
     locations = _locations(app)
     client = s3_client()
@@ -92,7 +93,7 @@ def storage_check(app: AppContext, as_json: bool) -> None:
     except StorageError as exc:
         raise click.ClickException(str(exc)) from exc
     except BotoCoreError as exc:  # refused, timed out, no credentials: say which endpoint, keep the cause
-        raise click.ClickException(f"S3 endpoint {client.meta.endpoint_url or 'AWS'} failed: {exc}") from exc
+        raise click.ClickException(f"S3 endpoint {shown_endpoint(client)} failed: {exc}") from exc
     if as_json:
         echo_json(results)
         return
