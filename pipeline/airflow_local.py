@@ -32,7 +32,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from churnops.airflow_rest import AirflowAPI, AirflowAPIError
 from churnops.io import write_json_atomic
 from churnops.logs import get_logger
 from churnops.redaction import redact_url
+from pipeline.processes import free_port, group_alive, pid_alive, port_free
 
 log = get_logger(__name__)
 
@@ -74,46 +74,6 @@ def unhealthy_components(
 
 
 # -- the local standalone ------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class LocalAirflow:
     """One local `airflow standalone` for a project home. Nothing happens until a method is called."""
@@ -247,7 +207,7 @@ class LocalAirflow:
         if state is None:
             return None
         pid = int(state["pid"])
-        return pid if _pid_alive(pid) or _group_alive(pid) else None
+        return pid if pid_alive(pid) or group_alive(pid) else None
 
     def _log_tail(self, lines: int = 40) -> str:
         if not self.log_file.is_file():
@@ -271,12 +231,12 @@ class LocalAirflow:
                 f"a local Airflow already runs for {self.project_home} (pid {pid}, "
                 f"{self.url}); `churnops airflow status` shows it, `down` stops it"
             )
-        if not _port_free(self.port):
+        if not port_free(self.port):
             raise AirflowLocalError(
                 f"port {self.port} is in use on 127.0.0.1: choose another with --port (or env {ENV_PORT})"
             )
         # Internal log servers: Airflow's defaults (8793, 8794) when free, else any free port.
-        log_ports = tuple(p if _port_free(p) and p != self.port else _free_port() for p in (8793, 8794))
+        log_ports = tuple(p if port_free(p) and p != self.port else free_port() for p in (8793, 8794))
         self.home.mkdir(parents=True, exist_ok=True)
         password = self.password()
         env = self.environment(log_ports=log_ports)  # type: ignore[arg-type]
@@ -361,14 +321,14 @@ class LocalAirflow:
         if state is None:
             return False
         pgid = int(state["pid"])
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             self.state_file.unlink(missing_ok=True)
             return False
         os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            _pid_alive(pgid)  # reaps the leader when it is our child
-            if not _group_alive(pgid):
+            pid_alive(pgid)  # reaps the leader when it is our child
+            if not group_alive(pgid):
                 break
             time.sleep(0.5)
         else:
@@ -378,7 +338,7 @@ class LocalAirflow:
             except ProcessLookupError:
                 pass
             time.sleep(1)
-            _pid_alive(pgid)
+            pid_alive(pgid)
         self.state_file.unlink(missing_ok=True)
         return True
 

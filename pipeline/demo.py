@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from churnops.airflow_rest import (
 from churnops.logs import get_logger
 from churnops.redaction import redact_url
 from churnops.settings import Settings
-from pipeline.processes import stop_process_group
+from pipeline.processes import free_port, port_free, stop_process_group
 
 log = get_logger(__name__)
 
@@ -107,12 +106,6 @@ def ensure_redis(settings: Settings) -> str:
     raise DemoError(f"started redis-server on port {port} but it does not answer; see {workdir}/redis.log")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_server(settings: Settings, port: int, timeout_s: float = 180) -> Iterator[str]:
     """`churnops serve` in its own process group, stopped on exit; yields its base URL."""
@@ -160,11 +153,11 @@ class DemoAirflow:
 
 def _airflow_port() -> int:
     """CHURNOPS_AIRFLOW_PORT when set (as `churnops airflow up`), else 8080 when free, else any free port."""
-    from pipeline.airflow_local import ENV_PORT, _port_free
+    from pipeline.airflow_local import ENV_PORT
 
     if os.environ.get(ENV_PORT):
         return int(os.environ[ENV_PORT])
-    return 8080 if _port_free(8080) else _free_port()
+    return 8080 if port_free(8080) else free_port()
 
 
 def start_airflow(settings: Settings, serving_url: str | None, port: int | None = None,
@@ -365,7 +358,7 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
     churner = test[test["churn"] == 1].iloc[0]
     stayer = test[test["churn"] == 0].iloc[0]
     results: dict[str, Any] = {"report": report, "scoring": scoring}
-    with running_server(settings, _free_port()) as base:
+    with running_server(settings, free_port()) as base:
         results["full_payload"] = _show("full payload (a customer who churned)",
                                         requests.post(f"{base}/predict", json=payload(churner, settings)))
         cid = str(stayer[settings.schema.id_column])

@@ -4,30 +4,25 @@ exactly as the UI does it, followed to success, then Airflow stopped with every 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.dags.conftest import make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_training_triggered_over_the_rest_api_registers_a_champion(tmp_path: Path, project_env) -> None:
     from churnops import registry
     from churnops.settings import load_settings
-    from pipeline.airflow_local import LocalAirflow, _group_alive
+    from pipeline.airflow_local import LocalAirflow
+    from pipeline.processes import group_alive
 
     home = make_project(tmp_path / "home", rows=1000)
     project_env(home)
-    local = LocalAirflow(project_home=home, port=_free_port(), parallelism=2)
+    local = LocalAirflow(project_home=home, port=free_port(), parallelism=2)
     pgid = None
     try:
         info = local.start(timeout_s=600)
@@ -69,6 +64,6 @@ def test_training_triggered_over_the_rest_api_registers_a_champion(tmp_path: Pat
     finally:
         stopped = local.stop(timeout_s=90)
     assert stopped
-    assert pgid is not None and not _group_alive(pgid), "every process of the standalone's group is gone"
+    assert pgid is not None and not group_alive(pgid), "every process of the standalone's group is gone"
     assert not local.state_file.exists()
     assert os.environ["CHURNOPS_HOME"] == str(home)

@@ -13,18 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import free_port
 from tests.dags.conftest import make_project
 
 ROWS = 1500
 # One candidate keeps the two trainings (the demo's and the retraining) to seconds; its budget (2 settings,
 # 3 folds) equals the demo's retraining budget, so the retraining reproduces the champion exactly.
 LR_ONLY = {"train": {"candidates": ["logistic_regression"]}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.integration
@@ -36,14 +31,14 @@ def test_demo_drift_triggers_a_retraining_run_in_its_own_airflow(
     from churnops.settings import load_settings
     from monitoring.retrain import list_triggers
     from monitoring.state import StateDB
-    from pipeline.airflow_local import _group_alive
     from pipeline.demo import run_demo
+    from pipeline.processes import group_alive
 
     home = make_project(tmp_path / "home", overrides=LR_ONLY)
     project_env(home)
     settings = load_settings(home=home)
     started = time.monotonic()
-    results = run_demo(settings, rows=ROWS, seed=5, airflow_port=_free_port(), retrain_timeout_s=900)
+    results = run_demo(settings, rows=ROWS, seed=5, airflow_port=free_port(), retrain_timeout_s=900)
     wall = time.monotonic() - started
     out = capfd.readouterr().out
     airflow, retraining = results.get("airflow") or {}, results.get("retraining") or {}
@@ -81,7 +76,7 @@ def test_demo_drift_triggers_a_retraining_run_in_its_own_airflow(
 
     # Airflow was stopped: no state file, no process of its group left
     assert not (home / "airflow-home" / "standalone.json").exists()
-    assert not _group_alive(airflow["pid"])
+    assert not group_alive(airflow["pid"])
 
 
 def test_airflow_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ def test_a_killed_training_task_restores_the_previous_data_and_the_next_run_succ
 ) -> None:
     from churnops.data.generate import generate_to_csv
     from churnops.settings import load_settings
-    from pipeline.airflow_local import LocalAirflow, _free_port
+    from pipeline.airflow_local import LocalAirflow
+    from pipeline.processes import free_port
 
     home = tmp_path / "home"
     shutil.copytree(trained_home, home, symlinks=True)
@@ -51,7 +52,7 @@ def test_a_killed_training_task_restores_the_previous_data_and_the_next_run_succ
     settings = load_settings(home=home)
     new_data = generate_to_csv(settings.schema, rows=1500, seed=21, out=tmp_path / "new.csv")
     before = state(home)
-    local = LocalAirflow(project_home=home, port=_free_port(), parallelism=2)
+    local = LocalAirflow(project_home=home, port=free_port(), parallelism=2)
     try:
         info = local.start(timeout_s=600)
         api = local.api(timeout_s=90)  # the machine is shared: Airflow may answer slowly
