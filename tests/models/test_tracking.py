@@ -160,11 +160,11 @@ def test_threshold_does_not_depend_on_the_holdout(make_model_home, tmp_path, syn
 
 
 def test_reference_sample_is_capped_and_reproducible(model_settings, monkeypatch) -> None:
-    import churnops.tracking as tracking
+    import churnops.models.candidate_run as candidate_run
     from tests.models.conftest import gold_frame
 
     frame = gold_frame(model_settings.schema, 500, seed=1)
-    monkeypatch.setattr(tracking, "REFERENCE_MAX_ROWS", 100)
+    monkeypatch.setattr(candidate_run, "REFERENCE_MAX_ROWS", 100)
     a = reference_sample(frame, model_settings)
     b = reference_sample(frame, model_settings)
     assert len(a) == 100 and a.equals(b)
