@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from churnops.logs import get_logger
+from churnops.redaction import redact_text
 
 log = get_logger(__name__)
 REMOTE_NAME = "churnops"
@@ -47,7 +48,8 @@ def run_dvc(home: Path, *args: str, quiet: bool = False) -> str:
     proc = subprocess.run(cmd, cwd=home, env=dvc_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip())[-4000:]
-        raise VersioningError(f"`dvc {' '.join(args)}` failed in {home} (exit {proc.returncode}):\n{detail}")
+        raise VersioningError(  # a remote's URL may carry a password
+            redact_text(f"`dvc {' '.join(args)}` failed in {home} (exit {proc.returncode}):\n{detail}"))
     if not quiet and proc.stdout.strip():
         log.debug("dvc.output", output=proc.stdout.strip()[-2000:])
     return proc.stdout

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from churnops.logs import configure_logging
+from churnops.redaction import redact_text
 from churnops.settings import Settings, SettingsError, load_settings
 
 ENTRY_POINT_GROUP = "churnops.commands"
@@ -47,7 +48,8 @@ pass_app = click.make_pass_decorator(AppContext)
 
 def friendly_errors(fn: F) -> F:
     """Turn the platform's expected failures (bad input, bad config, a failed stage) into a one-screen
-    message and exit code 1 instead of a traceback; `churnops -v` shows the traceback as well."""
+    message (no password of any URL in it) and exit code 1 instead of a traceback; `churnops -v` shows the
+    traceback as well."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -58,7 +60,7 @@ def friendly_errors(fn: F) -> F:
         except (ValueError, RuntimeError, OSError, KeyError) as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+            raise click.ClickException(redact_text(f"{type(exc).__name__}: {exc}")) from exc
 
     return wrapper  # type: ignore[return-value]
 
