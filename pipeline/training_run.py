@@ -425,7 +425,7 @@ def notify_serving(
 
 
 def finish_run(ctx: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    """The run report: the pipeline's run report plus what the orchestration did; kept in the workspace."""
+    """The run report: the pipeline's run report plus what the DAG run did; kept in the workspace."""
     c = RunContext.from_dict(ctx)
     run = run_settings(ctx)
     pipeline_report_path = run.reports_dir / "run_report.json"

@@ -252,7 +252,7 @@ def test_tokens_guard_predict_and_the_operator_endpoints_separately(direct_serve
 
 def test_the_training_run_confirms_the_champion_with_an_operator_token(
         direct_server: LiveServer, model_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.orchestration import ENV_SERVING_TOKEN, notify_serving
+    from pipeline.training_run import ENV_SERVING_TOKEN, notify_serving
 
     version = model_store.versions[0]
     monkeypatch.delenv(ENV_SERVING_TOKEN, raising=False)
