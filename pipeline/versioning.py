@@ -67,6 +67,7 @@ def code_paths(home: Path) -> dict[str, str]:
     """The folders of the code the stages run, relative to `home` when inside it (the repository), else
     absolute (an installed churnops running a project home elsewhere)."""
     import churnops
+    import monitoring
     import pipeline
 
     def where(package: object) -> str:
@@ -76,7 +77,7 @@ def code_paths(home: Path) -> dict[str, str]:
         except ValueError:
             return folder.as_posix()
 
-    return {"core": where(churnops), "pipeline": where(pipeline)}
+    return {"core": where(churnops), "pipeline": where(pipeline), "monitoring": where(monitoring)}
 
 
 def ensure_code_paths(home: Path) -> Path:
