@@ -262,7 +262,8 @@ def test_every_module_a_stage_runs_is_a_dependency_of_the_stage() -> None:
 
     def path_of(module: str) -> str:
         parts = module.split(".")
-        roots = {"churnops": "${code.core}/", "pipeline": "${code.pipeline}/", "monitoring": "${code.monitoring}/"}
+        roots = {"churnops": "${code.core}/", "pipeline": "${code.pipeline}/",
+                 "monitoring": "${code.monitoring}/"}
         root = roots[parts[0]]
         base = root + "/".join(parts[1:])
         return base + ("/__init__.py" if (REPO / "src" / "/".join(parts)).is_dir() else ".py")
