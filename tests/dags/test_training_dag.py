@@ -172,9 +172,8 @@ BROKEN_FOREST = {"train": {"search_spaces": {"random_forest": {"max_depth": {"ch
 def test_a_candidate_that_fails_after_its_retry_is_reported_and_the_run_goes_on_with_the_others(
     airflow_db, dagbag, tmp_path: Path, project_env
 ) -> None:
-    from pipeline.orchestration import safe_run_id
-
     from churnops import registry
+    from churnops.io import safe_run_id
     from churnops.settings import load_settings
 
     home = make_project(tmp_path / "home", BROKEN_FOREST)
