@@ -21,6 +21,7 @@ from churnops import database
 from churnops.analytics.read import MartReader
 from churnops.analytics.tables import tables
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 from churnops.settings import Settings, SettingsError, load_settings
 
 log = get_logger(__name__)
@@ -267,7 +268,7 @@ def model_and_drift(settings: Settings) -> None:
         versions = registry.list_versions(settings)
     except Exception as exc:  # the registry is an outside system: say what failed, keep the page
         log.warning("dashboard.registry_unreadable", error=str(exc))
-        where = database.safe_url(settings.mlflow_tracking_uri)
+        where = redact_url(settings.mlflow_tracking_uri)
         st.error(f"The model registry at {where} cannot be read: {exc}")
         champion, versions = None, []
     if champion is None:
@@ -328,12 +329,12 @@ def main() -> None:
         runs = _query(reader, settings.database_url, "runs")
         if runs.empty:
             st.header(name)
-            st.info(f"No scoring run in {database.safe_url(settings.database_url)} yet: run `churnops score` "
+            st.info(f"No scoring run in {redact_url(settings.database_url)} yet: run `churnops score` "
                     f"(or the churn_batch_scoring DAG), then reload this page.")
             return
         ids = list(runs.run_id)
         run_id = st.sidebar.selectbox("Scoring run", ids[::-1], index=0, key="run")
-        st.sidebar.caption(f"{len(ids)} kept run(s); marts in {database.safe_url(settings.database_url)}")
+        st.sidebar.caption(f"{len(ids)} kept run(s); marts in {redact_url(settings.database_url)}")
         RUN_PAGES[name](Page(settings, reader, runs, run_id))
     except database.DatabaseError as exc:
         st.error(f"The analytics marts cannot be read: {exc}")

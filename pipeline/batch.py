@@ -44,6 +44,7 @@ from churnops.analytics.marts import RunMeta, refresh
 from churnops.integrity import IntegrityError
 from churnops.io import atomic_path
 from churnops.logs import get_logger, progress
+from churnops.redaction import redact_url
 from churnops.settings import Settings
 
 log = get_logger(__name__)
@@ -264,7 +265,7 @@ def score_customers(
         rows=len(scores),
         scored_at=scored_at.isoformat(timespec="seconds"),
         table=cfg.table,
-        database=database.safe_url(settings.database_url),
+        database=redact_url(settings.database_url),
         parquet=str(run_path),
         latest_parquet=str(latest),
         risk_counts={lvl: int(counts.get(lvl, 0)) for lvl in ("High", "Medium", "Low")},

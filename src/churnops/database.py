@@ -39,16 +39,6 @@ class DatabaseError(RuntimeError):
     """The database could not be reached or refused a statement; the message names it (no password)."""
 
 
-def safe_url(url: str) -> str:
-    """The URL with its password hidden (for messages and logs)."""
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database URL>@" + url.rsplit("@", 1)[-1] if "@" in url else "<database URL>"
-
-
 def create_engine(url: str) -> sa.Engine:
     """An engine on `url`; a SQLite file's folder is created and writers wait for each other."""
     import sqlalchemy as sa

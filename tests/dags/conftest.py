@@ -207,23 +207,3 @@ def xcom_value(dr: Any, task_id: str, key: str = "return_value") -> Any:
             XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key=key)
         ).first()
         return None if row is None else XComModel.deserialize_value(row)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A throwaway database on the local PostgreSQL (trust auth), dropped afterwards."""
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
-    )
-    name = f"churnops_test_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"no PostgreSQL answers at 127.0.0.1:5432 ({exc}); start it (.ci/run does)")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
