@@ -60,7 +60,7 @@ def test_training_triggered_over_the_rest_api_registers_a_champion(tmp_path: Pat
         logs = "\n".join(p.read_text(errors="replace") for p in (local.home / "logs").rglob("*.log"))
         assert "data.versioned" in logs and "data_version=" in logs
         assert "register.done" in logs and "promoted=True" in logs
-        assert "task=\"search xgboost\"" in logs and "eta_s=" in logs  # the search's progress lines
+        assert "progress task=" in logs and "search xgboost" in logs and "eta_s=" in logs  # search progress
     finally:
         stopped = local.stop(timeout_s=90)
     assert stopped
