@@ -126,7 +126,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     def _encode_one(self, record: Mapping[str, Any]) -> np.ndarray:
         """One row in plain Python (a fifth of the array path's cost); the same arithmetic as :meth:`_encode`,
-        which ``tests/unit/test_features.py`` checks value for value."""
+        which ``tests/churnops/test_features.py`` checks value for value."""
         fill = self.fill_
         if fill:  # None / NaN -> the learned fill value (only for the columns with a policy)
             absent = [c for c in fill if _is_blank(record.get(c))]

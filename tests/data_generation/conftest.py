@@ -10,7 +10,7 @@ import pytest
 
 from churnops.settings import SchemaSettings, load_settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 REAL_DATA = REPO.parent / "shared" / "data" / "BankChurners.csv"
 FIDELITY_ROWS = 20_000
 

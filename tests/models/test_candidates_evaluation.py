@@ -16,7 +16,7 @@ from churnops.models.evaluation import (
 )
 from churnops.models.plots import PLOT_FILES, write_plots
 from churnops.scoring import Scorer
-from tests.models.conftest import LABEL
+from tests.churnops.models.conftest import LABEL
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.churnops.models.conftest import LABEL, gold_frame
 from tests.conftest import crafted_pickle, plant_pickle_model, version_folder
-from tests.models.conftest import LABEL, gold_frame
 
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
 

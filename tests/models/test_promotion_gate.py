@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from churnops import registry
 from churnops.cli import main
 from churnops.models.training import train_candidates
-from tests.models.conftest import LABEL, gold_frame
+from tests.churnops.models.conftest import LABEL, gold_frame
 
 pytestmark = pytest.mark.integration
 

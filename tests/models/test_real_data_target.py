@@ -12,7 +12,7 @@ import pytest
 
 from churnops.models.training import train_candidates
 from churnops.settings import load_settings
-from tests.models.conftest import LABEL, REPO, real_gold
+from tests.churnops.models.conftest import LABEL, REPO, real_gold
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -20,7 +20,7 @@ from churnops import registry
 from churnops.models.evaluation import classification_metrics
 from churnops.models.training import train_candidates
 from churnops.settings import load_settings
-from tests.models.conftest import LABEL
+from tests.churnops.models.conftest import LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_gate_rescores_the_champion_on_the_current_holdout(story) -> None:
 
 
 def test_gate_scores_both_models_on_the_holdout_it_is_given_not_on_recorded_metrics(story) -> None:
-    from tests.models.conftest import gold_frame
+    from tests.churnops.models.conftest import gold_frame
 
     other = gold_frame(story.settings.schema, 400, seed=99)
     before = registry.champion_version(story.settings)

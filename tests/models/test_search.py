@@ -16,7 +16,7 @@ from churnops.models.search import (
     stratified_sample,
 )
 from churnops.settings import load_settings
-from tests.models.conftest import LABEL, REPO
+from tests.churnops.models.conftest import LABEL, REPO
 
 
 def _samples(dist, n=2000):

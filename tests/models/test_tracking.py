@@ -13,7 +13,7 @@ from churnops.models.candidates import CANDIDATES
 from churnops.models.evaluation import HOLDOUT_METRICS
 from churnops.models.training import TrainingDataError, train_candidates
 from churnops.tracking import EXPERIMENT_NAME, REFERENCE_ARTIFACT, signature_frame
-from tests.models.conftest import LABEL
+from tests.churnops.models.conftest import LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +161,7 @@ def test_threshold_does_not_depend_on_the_holdout(make_model_home, tmp_path, syn
 
 def test_reference_sample_is_capped_and_reproducible(model_settings, monkeypatch) -> None:
     import churnops.models.candidate_run as candidate_run
-    from tests.models.conftest import gold_frame
+    from tests.churnops.models.conftest import gold_frame
 
     frame = gold_frame(model_settings.schema, 500, seed=1)
     monkeypatch.setattr(candidate_run, "REFERENCE_MAX_ROWS", 100)

@@ -13,7 +13,7 @@ from churnops.analytics.actions import change_in_words, phrase, recommend
 from churnops.analytics.segments import band, band_labels
 from churnops.settings import AnalyticsSettings, SettingsError, load_settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_bands_hold_their_lower_edge_and_name_missing_values_unknown() -> None:
