@@ -43,6 +43,7 @@ COPY src/ src/
 COPY pipeline/ pipeline/
 COPY serving/ serving/
 COPY monitoring/ monitoring/
+COPY dashboard/ dashboard/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable ${UV_EXTRAS} ${UV_SKIP}
 
