@@ -32,6 +32,18 @@ FAST_TRAIN = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Every test leaves the process environment as it found it. `mlflow.set_tracking_uri()` (called by
+    in-process training and registry code) also sets MLFLOW_TRACKING_URI; a later test would otherwise
+    follow it to a server that a finished test stopped."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in overrides.items():
