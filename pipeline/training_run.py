@@ -36,7 +36,7 @@ import yaml
 
 from churnops.io import atomic_path, safe_run_id, same_content, write_json_atomic, write_text_atomic
 from churnops.logs import get_logger
-from churnops.settings import Settings, SettingsError, load_params, load_settings
+from churnops.settings import Settings, SettingsError, deep_merge, load_params, load_settings
 
 log = get_logger(__name__)
 
@@ -106,16 +106,6 @@ class TrainingConf:
         return out
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 # -- the workspace -------------------------------------------------------------------------------
 @dataclass
 class RunContext:
@@ -169,7 +159,7 @@ def prepare_training_run(
             "reports_dir": str(run_dir / "reports"),
         }
     }
-    params = _deep_merge(_deep_merge(raw, overrides), staged)
+    params = deep_merge(deep_merge(raw, overrides), staged)
     params_path = run_dir / "params.yaml"
     header = (
         f"# churn_training run {run_id}: {project.params_path} with these overrides:\n"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
+
+from churnops.settings import deep_merge, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "BankChurners.csv"
@@ -44,16 +48,6 @@ def _environment_restored() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 @pytest.fixture
 def make_home(tmp_path: Path) -> Callable[..., Path]:
     """A fresh project home with params.yaml (fast training budgets merged with `overrides`)."""
@@ -74,8 +68,6 @@ def make_home(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def settings_factory(make_home: Callable[..., Path], monkeypatch: pytest.MonkeyPatch):
     """Settings for a fresh home, isolated from the caller's environment."""
-    from churnops.settings import load_settings
-
     for var in ("CHURNOPS_HOME", "CHURNOPS_PARAMS", "MLFLOW_TRACKING_URI", "CHURNOPS_ARTIFACT_ROOT",
                 "CHURNOPS_DVC_REMOTE", "CHURNOPS_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
@@ -253,3 +245,33 @@ def plant_pickle_model(folder: Path, marker: Path) -> None:
                     "sklearn_version": "1.9.1", "code": None},
     }
     (folder / "MLmodel").write_text(yaml.safe_dump(meta))
+
+
+@pytest.fixture(scope="session")
+def schema():
+    """The repository's params.yaml schema (BankChurners); folders with their own schema override it."""
+    return load_settings(home=REPO).schema
+
+
+@pytest.fixture(scope="session")
+def make_table(schema) -> Callable[..., pd.DataFrame]:
+    """Customers from the generator calibrated on the real table (drift options as in `data generate`)."""
+    from churnops.data.generate import DriftSpec, generate
+
+    cache: dict[Any, pd.DataFrame] = {}
+
+    def _make(rows: int, seed: int, shifts: dict[str, float] | None = None,
+              mixes: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+        key = (rows, seed, json.dumps(shifts, sort_keys=True), json.dumps(mixes, sort_keys=True))
+        if key not in cache:
+            spec = DriftSpec(shifts=shifts or {}, mixes=mixes or {})
+            cache[key] = generate(schema, rows, seed, drift=spec)
+        return cache[key].copy()
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def reference(make_table) -> pd.DataFrame:
+    """3,000 generated customers: the training reference of drift and outlier tests."""
+    return make_table(3000, seed=1)

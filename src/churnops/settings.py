@@ -24,6 +24,7 @@ monitoring.alerts.channels[].url_env
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -493,6 +494,20 @@ class Settings(BaseModel):
     def section(self, name: str) -> dict[str, Any]:
         """A params section that has no typed model yet (used by later stages)."""
         return dict(self.raw_params.get(name) or {})
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` laid over it, key by key into nested mappings (neither argument is changed).
+
+    How a run's overrides (the Airflow UI's config, a test's budget) are laid over params.yaml.
+    """
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _format_validation_error(exc: ValidationError, source: Path) -> str:

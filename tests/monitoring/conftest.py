@@ -11,53 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from churnops.settings import load_settings
+from churnops.settings import deep_merge
 
 # Small sizes: the CI machine has 2 shared cores.
-REFERENCE_ROWS = 3000
 WINDOW_ROWS = 800
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overrides.items():
-        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if nested else value
-    return out
-
-
-@pytest.fixture(scope="session")
-def schema():
-    return load_settings(home=REPO).schema
-
-
-@pytest.fixture(scope="session")
-def make_table(schema) -> Callable[..., pd.DataFrame]:
-    """Customers from the generator calibrated on the real table (drift options as in `data generate`)."""
-    from churnops.data.generate import DriftSpec, generate
-
-    cache: dict[Any, pd.DataFrame] = {}
-
-    def _make(rows: int, seed: int, shifts: dict[str, float] | None = None,
-              mixes: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
-        key = (rows, seed, json.dumps(shifts, sort_keys=True), json.dumps(mixes, sort_keys=True))
-        if key not in cache:
-            spec = DriftSpec(shifts=shifts or {}, mixes=mixes or {})
-            cache[key] = generate(schema, rows, seed, drift=spec)
-        return cache[key].copy()
-
-    return _make
-
-
-@pytest.fixture(scope="session")
-def reference(make_table) -> pd.DataFrame:
-    return make_table(REFERENCE_ROWS, seed=1)
 
 
 def free_port() -> int:
@@ -212,7 +174,7 @@ def monitoring_home(make_home, reference, make_table):
         base = {"monitoring": {"backend": "scipy", "min_window": 300,
                                "alerts": {"backoff_s": 0.01, "attempts": 2},
                                "retrain": {"enabled": True}}}
-        home = make_home(_merge(base, overrides or {}))
+        home = make_home(deep_merge(base, overrides or {}))
         reference.to_parquet(home / "reference.parquet")
         make_table(WINDOW_ROWS, seed=2).to_parquet(home / "same.parquet")
         make_table(WINDOW_ROWS, seed=3, shifts={"Total_Trans_Amt": 0.6}).to_parquet(home / "drifted.parquet")

@@ -19,6 +19,8 @@ import pytest
 import requests
 import yaml
 
+from churnops.settings import deep_merge
+
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "churnops-test"
 SERVING_OVERRIDES = {
@@ -63,14 +65,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
-            else value
-    return out
 
 
 def write_home(home: Path, overrides: dict[str, Any]) -> Path:
