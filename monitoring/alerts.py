@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from churnops.logs import get_logger
-from churnops.redaction import redact_text, redact_url
+from churnops.redaction import redact_text, redact_url, register_secret_url
 from monitoring.state import StateDB
 
 log = get_logger(__name__)
@@ -121,6 +121,10 @@ class DeliveryError(RuntimeError):
     pass
 
 
+# Channel types whose URL may carry its credential in the path (Slack /services/T/B/<secret>, generic webhooks).
+SECRET_PATH_TYPES = frozenset({"webhook", "slack"})
+
+
 @dataclass(frozen=True)
 class Channel:
     name: str
@@ -150,7 +154,7 @@ class Channel:
         except requests.RequestException as exc:
             raise DeliveryError(redact_text(f"{self.name}: {type(exc).__name__}: {exc}")) from exc
         if not 200 <= resp.status_code < 300:
-            where = redact_url(self.endpoint() or "")
+            where = redact_url(self.endpoint() or "", secret_path=self.type in SECRET_PATH_TYPES)
             raise DeliveryError(f"{self.name}: HTTP {resp.status_code} from {where}: {resp.text[:200]}")
 
 
@@ -168,6 +172,8 @@ def build_channels(alerts_settings: Any, env: Mapping[str, str] | None = None
         if not url:
             skipped[c.name] = f"set {c.url_env} to enable it"
             continue
+        if c.type in SECRET_PATH_TYPES:
+            register_secret_url(url)  # its path may be the credential: masked in every message and log line
         active[c.name] = Channel(c.name, c.type, url, dict(c.headers), alerts_settings.timeout_s)
     return active, skipped
 

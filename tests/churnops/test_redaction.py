@@ -53,3 +53,33 @@ def test_secrets_inside_free_text_are_masked() -> None:
     assert "s3cret" not in shown
     assert "http://user:***@mlflow:5000/api/2.0" in shown and "postgresql://u:***@db/x" in shown
     assert "?token=***&a=1" in shown and "key=value stays" in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.slack.com/services/T0001/B0002/XyZs3cret", "https://hooks.slack.com/services/***"),
+        ("https://discord.com/api/webhooks/123456/s3cretToken", "https://discord.com/api/***"),
+        ("http://hook:s3cret@10.0.0.1:9000/alert?token=s3cret", "http://hook:***@10.0.0.1:9000/alert?token=***"),
+        ("https://alerts.example/", "https://alerts.example/"),
+    ],
+)
+def test_webhook_paths_that_carry_the_credential_are_masked(url: str, shown: str) -> None:
+    assert redact_url(url, secret_path=True) == shown
+    assert "s3cret" not in shown
+    assert redact_url("https://mlflow.example/api/2.0/mlflow/runs/abc") == (
+        "https://mlflow.example/api/2.0/mlflow/runs/abc")  # only where asked: other paths stay readable
+
+
+def test_a_registered_webhook_is_masked_where_a_library_quotes_only_its_path(monkeypatch) -> None:
+    from churnops import redaction
+
+    monkeypatch.setattr(redaction, "_REGISTERED", {})
+    url = "https://hooks.slack.com/services/T0001/B0002/XyZs3cret"
+    quoted = ("HTTPSConnectionPool(host='hooks.slack.com', port=443): Max retries exceeded with url: "
+              "/services/T0001/B0002/XyZs3cret (Caused by NewConnectionError(...))")
+    assert "XyZs3cret" in redact_text(quoted)  # unknown until registered: nothing in it looks like a secret
+    redaction.register_secret_url(url)
+    assert "XyZs3cret" not in redact_text(quoted)
+    assert "url: /services/*** (Caused" in redact_text(quoted)
+    assert redact_text(f"POST {url} -> 500") == "POST https://hooks.slack.com/services/*** -> 500"

@@ -1,4 +1,4 @@
-"""A password in every URI the platform uses (Redis, MLflow, PostgreSQL, S3, Airflow, the alert webhook)
+"""A password in every URI the platform uses (Redis, MLflow, PostgreSQL, S3, Airflow, the alert webhooks)
 appears in no answer and no log line: the server, a feature push, a drift check (alert and retraining
 trigger), a batch scoring and `churnops airflow status`, each the real command against real services.
 
@@ -137,6 +137,8 @@ def test_no_password_in_any_answer_or_log_line(
         "CHURNOPS_AIRFLOW_USER": "admin",
         "CHURNOPS_AIRFLOW_PASSWORD": SECRET,
         "CHURNOPS_ALERT_WEBHOOK_URL": f"http://hook:{SECRET}@127.0.0.1:{_unused_port()}/alert?token={SECRET}",
+        # Slack's kind of address: the credential is the path itself
+        "CHURNOPS_SLACK_WEBHOOK_URL": f"http://127.0.0.1:{_unused_port()}/services/T0001/B0002/{SECRET}",
         "CHURNOPS_LOG_LEVEL": "DEBUG",
     })
     seen = Seen()
