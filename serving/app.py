@@ -216,7 +216,12 @@ def _register_routes(app: Flask, state: ServingState) -> None:
                "data_version": info.get("data_version"), "threshold": float(model.scorer.threshold),
                "scoring": model.scorer.describe(),
                "loaded_at": holder.loaded_at, "last_checked_at": holder.last_check,
-               "reload_interval_s": holder.interval_s, "workers": state.metrics.worker_checks()}
+               "reload_interval_s": holder.interval_s, "workers": state.metrics.worker_checks(),
+               # the served files matched this digest when loaded; `refused`: a newer champion this worker
+               # would not load because its files differ from their registered digest
+               "integrity": {"model_sha256": info.get("model_sha256"), "verified": True,
+                             "refused": holder.last_refusal},
+               "problem": holder.last_error}
         for key in ("registered_at", "champion_since", "git_commit", "params_hash", "model_uri"):
             if info.get(key) is not None:
                 doc[key] = info[key]

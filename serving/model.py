@@ -65,6 +65,9 @@ class ModelHolder:
         self.last_check: float | None = None
         self.last_error: str | None = None
         self.loaded_at: float | None = None
+        # the last champion version this worker refused for its files ({version, error, at}); kept while
+        # that refusal stands, cleared when a model loads
+        self.last_refusal: dict[str, Any] | None = None
 
     @property
     def current(self) -> Any:
@@ -104,6 +107,8 @@ class ModelHolder:
             except IntegrityError as exc:  # tampered or unverifiable files: refused, nothing was read
                 kept = f"; still serving version {current.version}" if current is not None else ""
                 self._failed("integrity_failed", f"refused champion version {version}: {exc}{kept}")
+                self.last_refusal = {"version": str(version), "error": redact_text(str(exc)),
+                                     "at": self.last_check}
                 return False
             except Exception as exc:
                 self._failed("load_failed", f"cannot load champion version {version}: {exc}",
@@ -112,6 +117,7 @@ class ModelHolder:
             self._current = model  # the swap: one reference assignment
             self.loaded_at = time.time()
             self.last_error = None
+            self.last_refusal = None
             log.info("model.loaded", version=model.version, run_id=model.run_id,
                      previous=getattr(current, "version", None), kind=model.scorer.kind)
             if self._on_check:

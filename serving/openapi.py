@@ -167,6 +167,18 @@ def build_spec(settings: Settings, *, auth_required: bool = False) -> dict[str, 
                             "last_checked_at": {"type": "number", "nullable": True,
                                                 "description": "when this worker last asked for @champion"},
                             "reload_interval_s": {"type": "number"},
+                            "integrity": {"type": "object", "description": (
+                                "the served files matched their registered SHA-256 (model_sha256) when "
+                                "loaded; refused: a newer @champion this worker would not load because its "
+                                "files differ from their digest (null when none)"),
+                                "properties": {"model_sha256": {"type": "string", "nullable": True},
+                                               "verified": {"type": "boolean"},
+                                               "refused": {"type": "object", "nullable": True, "properties": {
+                                                   "version": {"type": "string"},
+                                                   "error": {"type": "string"},
+                                                   "at": {"type": "number"}}}}},
+                            "problem": {"type": "string", "nullable": True,
+                                        "description": "this worker's last champion-check problem"},
                             "workers": {"type": "array", "description": "every live worker's last check",
                                         "items": {
                                 "type": "object", "required": ["pid", "last_checked_at"],

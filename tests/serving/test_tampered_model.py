@@ -56,6 +56,12 @@ def test_a_hot_reload_to_a_tampered_champion_keeps_the_old_model_and_never_runs_
     for _ in range(6):
         answer = requests.post(live_server.url + "/predict", json=example_body, timeout=10)
         assert answer.status_code == 200 and answer.json()["model_version"] == serving
+    for _ in range(4):  # either worker: the served version's digest and the refused version, with the reason
+        info = requests.get(live_server.url + "/model", timeout=5).json()
+        assert info["version"] == serving and info["integrity"]["verified"] is True, info
+        assert len(info["integrity"]["model_sha256"]) == 64, info
+        refused = info["integrity"]["refused"]
+        assert refused["version"] == tampered and "do not match the SHA-256" in refused["error"], info
     assert not marker.exists()
     assert "model.check_failed" in live_server.log() and "integrity_failed" in live_server.log()
 
