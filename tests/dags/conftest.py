@@ -12,7 +12,6 @@ import copy
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,26 +156,6 @@ def scoring_home(trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     shutil.copytree(trained_home, home, symlinks=True)
     # the copy's registry still points at the trained home's MLflow store (absolute artifact paths)
     return home
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    """A throwaway database on the local PostgreSQL (trust auth), dropped afterwards."""
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
-    )
-    name = f"churnops_test_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"no PostgreSQL answers at 127.0.0.1:5432 ({exc}); start it (.ci/run does)")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def dag_run_state(dr: Any) -> str:

@@ -110,20 +110,10 @@ class Issue:
         return f"{self.message}; e.g. " + ", ".join(str(e) for e in self.examples)
 
 
-@dataclass
-class ValidationReport:
-    source: str
-    rows: int
-    columns: list[str]  # schema columns found
+class Verdict:
+    """What a report with ``issues`` concludes: ok when no issue is an error."""
+
     issues: list[Issue]
-    stats: dict[str, dict[str, Any]]
-    rules: ValidateSettings
-    dropped_columns: list[str] = field(default_factory=list)
-    extra_columns: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    labelled: bool = True  # False: validated without the target (label rules skipped)
-    duplicates: dict[str, Any] = field(default_factory=dict)  # duplicate feature rows (labelled tables)
-    _clean: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -136,6 +126,22 @@ class ValidationReport:
     @property
     def warnings(self) -> list[Issue]:
         return [i for i in self.issues if i.severity == "warning"]
+
+
+@dataclass
+class ValidationReport(Verdict):
+    source: str
+    rows: int
+    columns: list[str]  # schema columns found
+    issues: list[Issue]
+    stats: dict[str, dict[str, Any]]
+    rules: ValidateSettings
+    dropped_columns: list[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    labelled: bool = True  # False: validated without the target (label rules skipped)
+    duplicates: dict[str, Any] = field(default_factory=dict)  # duplicate feature rows (labelled tables)
+    _clean: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def clean(self) -> pd.DataFrame:
@@ -182,14 +188,16 @@ class ValidationReport:
         ]
         if not self.issues:
             return "\n".join(head) + "\n"
-        table = [("severity", "column", "rule", "rows", "detail")]
-        table += [(i.severity, _column_label(i.column), i.rule, str(i.rows), i.detail) for i in self.issues]
-        widths = [max(len(r[k]) for r in table) for k in range(4)]
-        lines = []
-        for sev, col, rule, rows, detail in table:
-            lines.append(f"{sev:<{widths[0]}}  {col:<{widths[1]}}  {rule:<{widths[2]}}  {rows:>{widths[3]}}  "
-                         f"{detail}")
-        return "\n".join([*head, "", *lines]) + "\n"
+        return "\n".join([*head, "", *issue_lines(self.issues)]) + "\n"
+
+
+def issue_lines(issues: Sequence[Issue]) -> list[str]:
+    """The issues as an aligned table for people: severity, column, rule, rows, detail (with examples)."""
+    table = [("severity", "column", "rule", "rows", "detail")]
+    table += [(i.severity, _column_label(i.column), i.rule, str(i.rows), i.detail) for i in issues]
+    widths = [max(len(r[k]) for r in table) for k in range(4)]
+    return [f"{sev:<{widths[0]}}  {col:<{widths[1]}}  {rule:<{widths[2]}}  {rows:>{widths[3]}}  {detail}"
+            for sev, col, rule, rows, detail in table]
 
 
 def write_report(report: ValidationReport, directory: Path | str) -> tuple[Path, Path]:
