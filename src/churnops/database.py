@@ -13,6 +13,8 @@ project home), PostgreSQL in tests and production (any SQLAlchemy URL works).
   rows), other databases batched ``INSERT``; :func:`delete_where_in` removes rows by key.
 - :func:`read_frame` / :func:`reader`: queries for the fronts (dashboard, CLI), with errors turned into
   :class:`DatabaseError` ("database down" reads as a sentence, not a traceback).
+- :func:`query_over_frames`: a query over DataFrames copied into temporary tables of one transaction (the
+  transactional source's feature SQL on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -189,3 +191,34 @@ def read_frame(engine: sa.Engine, query: Any, params: dict[str, Any] | None = No
     with reader(engine) as conn:
         result = conn.execute(query, params or {})
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+_COLUMN_TYPES = {"TEXT": "Text", "DOUBLE PRECISION": "Float", "BOOLEAN": "Boolean", "INTEGER": "Integer",
+                 "BIGINT": "BigInteger", "TIMESTAMP": "DateTime"}
+
+
+def query_over_frames(url: str, frames: dict[str, tuple[pd.DataFrame, dict[str, str]]], sql: str, *,
+                      what: str) -> pd.DataFrame:
+    """Run `sql` over DataFrames: each ``name: (frame, {column: SQL type})`` is copied into a temporary
+    table of that name (``COPY`` on PostgreSQL) in one transaction, which drops them when it ends; nothing
+    stays in the database. Types: TEXT, DOUBLE PRECISION, BOOLEAN, INTEGER, BIGINT, TIMESTAMP."""
+    import sqlalchemy as sa
+
+    engine = create_engine(url)
+    meta = sa.MetaData()
+    tables = {}
+    for name, (_, types) in frames.items():
+        columns = [sa.Column(c, sa.Float(53) if t == "DOUBLE PRECISION" else getattr(sa, _COLUMN_TYPES[t])())
+                   for c, t in types.items()]
+        tables[name] = sa.Table(name, meta, *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+    try:
+        with transaction(engine, what=what) as conn:
+            meta.create_all(conn)
+            for name, (frame, types) in frames.items():
+                insert_frame(conn, tables[name], frame[list(types)])
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"ANALYZE {name}")
+            result = conn.exec_driver_sql(sql)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    finally:
+        engine.dispose()
