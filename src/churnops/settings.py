@@ -13,6 +13,9 @@ CHURNOPS_ARTIFACT_ROOT where new experiments keep artifacts (default: $CHURNOPS_
 CHURNOPS_DVC_REMOTE    default DVC remote (default: $CHURNOPS_HOME/.dvc-storage, or s3://bucket/prefix)
 REDIS_URL              feature store and prediction log (default: redis://127.0.0.1:6379/0)
 CHURNOPS_DATABASE_URL  batch scores table and analytics marts (default: sqlite:///$CHURNOPS_HOME/data/scores/scores.db)
+CHURNOPS_TRANSACTIONS_DATABASE_URL
+                       PostgreSQL database that computes the transactional source's features (the clean lines
+                       are loaded there first); unset: the embedded DuckDB does
 CHURNOPS_AIRFLOW_URL, CHURNOPS_AIRFLOW_USER, CHURNOPS_AIRFLOW_PASSWORD
                        Airflow REST API that drift monitoring triggers retraining through (read by
                        monitoring.retrain when it triggers; secrets never enter Settings)
@@ -29,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -406,6 +410,97 @@ class MonitoringSettings(_Strict):
     retrain: RetrainSettings = RetrainSettings()
 
 
+class TransactionColumns(_Strict):
+    """The raw file's header names for each role (Online Retail II's by default)."""
+
+    invoice: str = "Invoice"  # a cancellation's invoice starts with "C"
+    stock_code: str = "StockCode"
+    description: str = "Description"
+    quantity: str = "Quantity"
+    invoice_date: str = "InvoiceDate"
+    price: str = "Price"
+    customer_id: str = "Customer ID"
+    country: str = "Country"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TransactionColumns:
+        names = list(self.model_dump().values())
+        if len(set(names)) != len(names):
+            raise ValueError("transactions.columns: two roles name the same column")
+        return self
+
+    @property
+    def by_role(self) -> dict[str, str]:
+        return dict(self.model_dump())
+
+
+class TransactionRules(_Strict):
+    """What validation does with each kind of doubtful row (transactions/validate.py): drop it (counted, a
+    warning), keep it, or stop the run (an error)."""
+
+    missing_customer_id: Literal["drop", "error"] = "drop"  # guest purchases: no customer to learn about
+    unparseable_date: Literal["drop", "error"] = "error"
+    unparseable_number: Literal["drop", "error"] = "error"  # quantity or price that is not a number
+    negative_price: Literal["drop", "error"] = "drop"  # Online Retail's "Adjust bad debt" lines
+    quantity_sign: Literal["drop", "error"] = "drop"  # a sale with quantity <= 0, a cancellation with > 0
+    duplicate_line: Literal["drop", "keep", "error"] = "drop"  # a line repeating an earlier one exactly
+    cancellation: Literal["keep", "drop", "error"] = "keep"  # keep: counted as returns (return_rate)
+    max_dropped_fraction: float = Field(0.5, ge=0, le=1)  # more rows dropped than this: an error
+    min_rows: int = Field(1000, ge=1)  # clean rows, at least
+    max_examples: int = Field(5, ge=1)
+
+
+class CutoffSettings(_Strict):
+    """When features are computed. Explicit ``dates`` (the last one is held out), or a schedule: the hold-out
+    cut-off is the latest whose horizon the history covers; ``count`` training cut-offs lie before it,
+    ``every_days`` apart, the latest of them a whole horizon before the hold-out (no label window of a
+    training row reaches past the hold-out's cut-off)."""
+
+    dates: list[date] = Field(default_factory=list)
+    count: int = Field(4, ge=1)
+    every_days: int = Field(30, ge=1)
+
+    @field_validator("dates")
+    @classmethod
+    def _ascending(cls, value: list[date]) -> list[date]:
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError("cut-off dates must be strictly ascending")
+        if len(value) == 1:
+            raise ValueError("give at least two cut-off dates (training ones, then the hold-out)")
+        return value
+
+
+class TransactionGenerate(_Strict):
+    """What `churnops data generate --kind transactions` draws by default (transactions/generate.py)."""
+
+    customers: int = Field(10_000, ge=1)
+    seed: int = 42
+    start: date = date(2009, 12, 1)
+    end: date = date(2011, 12, 9)  # the last day with sales
+
+    @model_validator(mode="after")
+    def _period(self) -> TransactionGenerate:
+        if (self.end - self.start).days < 60:
+            raise ValueError("transactions.generate: end must be at least 60 days after start")
+        return self
+
+
+class TransactionSettings(_Strict):
+    """The transactional source (params.yaml ``transactions``; docs/transactions.md)."""
+
+    raw: Path = Path("data/raw/transactions.csv")  # CSV or Parquet, by extension
+    validated: Path = Path("data/validated/transactions.parquet")  # silver: clean, typed lines
+    columns: TransactionColumns = TransactionColumns()
+    date_format: str | None = None  # strptime format of InvoiceDate (e.g. "%m/%d/%Y %H:%M"); None: ISO 8601
+    horizon_days: int = Field(90, ge=1)  # churned: no purchase within this many days after the cut-off
+    trend_days: int = Field(90, ge=1)  # the recent window of the trend features
+    population_days: int | None = Field(365, ge=1)  # customers who bought within this before the cut-off
+    min_history_days: int = Field(90, ge=1)  # the earliest cut-off lies this long after the first sale
+    cutoffs: CutoffSettings = CutoffSettings()
+    rules: TransactionRules = TransactionRules()
+    generate: TransactionGenerate = TransactionGenerate()
+
+
 class Params(_Strict):
     """The content of params.yaml."""
 
@@ -423,6 +518,7 @@ class Params(_Strict):
     batch: BatchSettings = BatchSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    transactions: TransactionSettings = TransactionSettings()
 
     @model_validator(mode="after")
     def _analytics_names_schema_columns(self) -> Params:
@@ -460,6 +556,7 @@ class Settings(BaseModel):
     dvc_remote: str
     redis_url: str
     database_url: str
+    transactions_database_url: str | None = None
 
     @property
     def schema(self) -> SchemaSettings:  # type: ignore[override]
@@ -567,4 +664,5 @@ def load_settings(
         redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
         database_url=env.get("CHURNOPS_DATABASE_URL")
         or f"sqlite:///{home_path / 'data' / 'scores' / 'scores.db'}",
+        transactions_database_url=env.get("CHURNOPS_TRANSACTIONS_DATABASE_URL") or None,
     )

@@ -70,3 +70,22 @@ def test_missing_value_policies_are_checked_when_loaded(tmp_path: Path, policy: 
     with pytest.raises(SettingsError, match="schema") as err:
         load_settings(home=tmp_path, params_path=path, env={})
     assert message in str(err.value)
+
+
+def test_the_transactions_section_is_typed_and_a_bad_value_names_its_key(tmp_path: Path) -> None:
+    settings = load_settings(home=REPO, env={})
+    cfg = settings.params.transactions
+    assert cfg.columns.customer_id == "Customer ID" and cfg.horizon_days == 90
+    assert cfg.rules.cancellation == "keep" and settings.transactions_database_url is None
+    assert load_settings(home=REPO, env={"CHURNOPS_TRANSACTIONS_DATABASE_URL": "postgresql://h/db"}
+                         ).transactions_database_url == "postgresql://h/db"
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["transactions"]["rules"]["cancellation"] = "ignore"
+    params["transactions"]["columns"]["price"] = "Quantity"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(SettingsError) as caught:
+        load_settings(home=tmp_path, env={})
+    assert "transactions.rules.cancellation" in str(caught.value)
+    assert "transactions.columns: two roles name the same column" in str(caught.value)
