@@ -89,3 +89,22 @@ def test_the_transactions_section_is_typed_and_a_bad_value_names_its_key(tmp_pat
         load_settings(home=tmp_path, env={})
     assert "transactions.rules.cancellation" in str(caught.value)
     assert "transactions.columns: two roles name the same column" in str(caught.value)
+
+
+def test_params_yaml_holds_only_values_dvc_can_read_as_vars() -> None:
+    """dvc.yaml reads params.yaml as its `vars`: a YAML date (an unquoted 2011-06-01) makes every `dvc`
+    command fail ("Unsupported value of type 'date'"). Dates are written quoted."""
+    def scalars(node: object, where: str):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from scalars(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from scalars(value, f"{where}[{i}]")
+        else:
+            yield where, node
+
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    odd = [(where, type(v).__name__) for where, v in scalars(doc, "")
+           if v is not None and not isinstance(v, str | int | float | bool)]
+    assert not odd, f"params.yaml values DVC cannot read: {odd}"
