@@ -313,8 +313,7 @@ def handle_predict(state: ServingState) -> Response:
 
 
 def _explains(model: Any) -> bool:
-    scorer = model.scorer
-    return getattr(scorer, "_booster", None) is not None or hasattr(scorer.estimator, "coef_")
+    return bool(model.scorer.explains)
 
 
 def _score(state: ServingState, model: Any, parsed: Parsed, explain: bool) -> Response:

@@ -104,7 +104,8 @@ def build_spec(settings: Settings, *, auth_required: bool = False) -> dict[str, 
     contribution = {"type": "object", "required": ["feature", "effect"], "additionalProperties": False,
                     "properties": {"feature": {"type": "string", "description": "API field (or ratio a/b)"},
                                    "effect": {"type": "number",
-                                              "description": "contribution to the log-odds of churn"}}}
+                                              "description": "contribution to the log-odds of churn (random "
+                                                             "forests: to the probability)"}}}
     explanation = {"type": "object", "required": ["raises_risk", "lowers_risk"],
                    "additionalProperties": False,
                    "properties": {"raises_risk": {"type": "array", "items": contribution},

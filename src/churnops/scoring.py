@@ -119,34 +119,63 @@ class Scorer:
     def predict_proba_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.predict_proba_encoded(self.encoder.transform(frame))
 
-    def contributions_encoded(self, encoded: np.ndarray, approx: bool = False) -> np.ndarray:
-        """Contributions to the churn log-odds (rows x encoded features, bias dropped) of encoded rows.
+    @property
+    def explains(self) -> bool:
+        """Whether :meth:`contributions_encoded` works for this model (XGBoost, linear models, forests whose
+        compiled trees carry every node's value)."""
+        if self._booster is not None or hasattr(self.estimator, "coef_"):
+            return True
+        trees = self.compiled
+        return trees is not None and trees.node_value is not None
 
-        XGBoost: the booster's own SHAP contributions (`approx`: its path attribution, about 40x cheaper).
-        Linear models: coefficient x scaled value. Other estimators: NotImplementedError."""
+    def contributions_encoded(
+        self, encoded: np.ndarray, approx: bool = False, threads: int = 1
+    ) -> np.ndarray:
+        """Contributions to the churn score (rows x encoded features, bias dropped) of encoded rows.
+
+        XGBoost: the booster's own SHAP contributions to the log-odds (`approx`: its path attribution, about
+        40x cheaper), on `threads` threads. Linear models: coefficient x scaled value (log-odds). Random
+        forests: path attribution on the compiled trees (:meth:`churnops.trees.TreeEnsemble.
+        path_contributions`; shares of the probability, as a forest averages probabilities). Other
+        estimators: NotImplementedError."""
         X = self._middle(encoded)  # noqa: N806
         if self._booster is not None:
             import xgboost as xgb
 
-            contribs = self._booster.predict(xgb.DMatrix(X), pred_contribs=True, approx_contribs=approx)
+            if threads != 1:
+                self._booster.set_param({"nthread": threads})
+            try:
+                contribs = self._booster.predict(xgb.DMatrix(X, nthread=threads), pred_contribs=True,
+                                                 approx_contribs=approx)
+            finally:
+                if threads != 1:
+                    self._booster.set_param({"nthread": 1})
             return contribs[:, :-1]  # drop bias
         if hasattr(self.estimator, "coef_"):
             return X * np.asarray(self.estimator.coef_).reshape(1, -1)
+        trees = self.compiled
+        if trees is not None and trees.node_value is not None:
+            return trees.path_contributions(X)[0]
         raise NotImplementedError(f"explanations are not available for {self.kind}")
 
-    def explain(self, records: Sequence[Mapping[str, Any]]) -> list[list[Contribution]]:
-        """Per-row contributions to the churn log-odds, summed per raw column, largest effect first.
+    def contributions_by(
+        self, encoded: np.ndarray, groups: Sequence[str], approx: bool = False, threads: int = 1
+    ) -> tuple[list[str], np.ndarray]:
+        """(labels, rows x labels): :meth:`contributions_encoded` summed per group, `groups` naming each
+        encoded feature's group (:meth:`explain`: its raw column; analytics: its driver). Labels keep the
+        order of their first feature. The one grouping of /predict?explain=true and the analytics drivers."""
+        labels = list(dict.fromkeys(groups))
+        index = {label: i for i, label in enumerate(labels)}
+        projection = np.zeros((len(groups), len(labels)))
+        projection[np.arange(len(groups)), [index[g] for g in groups]] = 1.0
+        return labels, self.contributions_encoded(encoded, approx, threads) @ projection
 
-        XGBoost: the booster's own SHAP contributions. Linear models: coefficient x scaled value.
-        Other estimators: not supported (raises NotImplementedError).
-        """
-        contribs = self.contributions_encoded(self.encoder.encode_records(records))
+    def explain(self, records: Sequence[Mapping[str, Any]]) -> list[list[Contribution]]:
+        """Per-row contributions (:meth:`contributions_encoded`), summed per raw column, largest effect
+        first. Models without contributions raise NotImplementedError (:attr:`explains`)."""
+        labels, by_column = self.contributions_by(self.encoder.encode_records(records), self.encoder.sources_)
         rows = []
-        for row in contribs:
-            per_column: dict[str, float] = {}
-            for i, value in enumerate(row):
-                src = self.encoder.source_column(i)
-                per_column[src] = per_column.get(src, 0.0) + float(value)
-            ranked = sorted(per_column.items(), key=lambda kv: abs(kv[1]), reverse=True)
+        for row in by_column:
+            ranked = sorted(zip(labels, row.tolist(), strict=True), key=lambda kv: abs(kv[1]), reverse=True)
             rows.append([Contribution(k, v) for k, v in ranked])
         return rows

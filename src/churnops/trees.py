@@ -14,6 +14,10 @@ Exactness is part of the contract, not an assumption: the kernel reproduces each
 from the base margin). :meth:`TreeEnsemble.verify` compares against the library itself on rows built
 from the model's own split points (both sides of every threshold); :class:`~churnops.scoring.Scorer`
 runs it whenever it compiles a model and keeps the library's path when they disagree.
+
+Forests also explain their scores: :meth:`TreeEnsemble.path_contributions` credits each split on a row's
+path with the change of the node value it leads to, so the bias plus a row's contributions equal its
+probability (``?explain=true`` and the analytics drivers of a random-forest champion).
 """
 
 from __future__ import annotations
@@ -66,6 +70,23 @@ def _score_nodes(X, feature, threshold, left, right, default_left, value, roots,
                     node = left[node]
             acc += value[node]
         out[r] = _finish(acc, link, roots.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _path_contributions(X, feature, threshold, left, right, default_left, node_value, roots, strict, out):  # noqa: N803, ANN001
+    """Per row and feature: the sum over trees of the value changes of the splits on that feature along
+    the row's path (the caller divides by the number of trees)."""
+    for r in range(X.shape[0]):
+        for t in range(roots.shape[0]):
+            node = roots[t]
+            while left[node] != LEAF:
+                x = np.float32(X[r, feature[node]])
+                if _goes_right(x, threshold[node], default_left[node], strict):
+                    child = right[node]
+                else:
+                    child = left[node]
+                out[r, feature[node]] += node_value[child] - node_value[node]
+                node = child
 
 
 MISSING_CODE = 0xFFFF  # a row's code for a missing value
@@ -228,6 +249,8 @@ class TreeEnsemble:
     base: float  # added to every row's sum (XGBoost's base margin)
     link: str  # "logistic": probability = sigmoid(sum); "mean": sum / number of trees; "sum"
     n_features: int
+    # every node's value (inner nodes too), for path contributions; None when the library gives its own
+    node_value: np.ndarray | None = field(default=None, repr=False)
     depth: int = field(init=False)  # of the deepest tree
     layout: CompleteLayout | None = field(init=False, repr=False)  # None: walked through the pointers
 
@@ -264,6 +287,24 @@ class TreeEnsemble:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Probability of the positive class, float64."""
         return self._run(X, self.link)
+
+    def path_contributions(self, X: np.ndarray) -> tuple[np.ndarray, float]:  # noqa: N803
+        """(rows x features, bias): each feature's share of each row's prediction, by path attribution.
+
+        Every split on a row's path through a tree credits its feature with the change of the node value
+        it leads to (child minus parent); averaged over the trees (``link == "mean"``), so
+        ``bias + row sum`` equals :meth:`predict_proba` (the mean of the root values is the bias).
+        Needs :attr:`node_value` (scikit-learn forests)."""
+        if self.node_value is None or self.link != "mean":
+            raise NotImplementedError("path contributions need every node's value of an averaged forest")
+        X = np.ascontiguousarray(X)  # noqa: N806
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"expected rows of {self.n_features} features, got shape {X.shape}")
+        out = np.zeros((X.shape[0], self.n_features), dtype=np.float64)
+        _path_contributions(X, self.feature, self.threshold, self.left, self.right, self.default_left,
+                            self.node_value, self.roots, self.strict, out)
+        out /= self.n_trees
+        return out, float(self.node_value[self.roots].mean())
 
     def probe_rows(self, n_rows: int = 512, seed: int = 0) -> np.ndarray:
         """Rows that exercise the trees' own boundaries: every value is one of the model's split points, a
@@ -360,8 +401,9 @@ def _base_margin(booster: Any, ensemble: TreeEnsemble, base_score: str) -> float
 # -- scikit-learn ----------------------------------------------------------------------------------
 def flatten_sklearn_trees(trees: list[Any], leaf_value: Any) -> dict[str, np.ndarray]:
     """Node arrays of fitted scikit-learn trees (``estimator.tree_``); ``leaf_value(tree)`` gives the value
-    of every node of one tree (only leaves are used)."""
+    of every node of one tree (leaves score; every node's value gives path contributions)."""
     feats, thrs, lefts, rights, defaults, values, roots = [], [], [], [], [], [], []
+    node_values = []
     offset = 0
     for t in trees:
         left = t.children_left.astype(np.int32)
@@ -374,13 +416,15 @@ def flatten_sklearn_trees(trees: list[Any], leaf_value: Any) -> dict[str, np.nda
         thrs.append(np.where(is_leaf, 0.0, t.threshold))
         lefts.append(np.where(is_leaf, LEAF, left + offset).astype(np.int32))
         rights.append(np.where(is_leaf, LEAF, t.children_right + offset).astype(np.int32))
-        values.append(np.where(is_leaf, np.asarray(leaf_value(t), dtype=np.float64), 0.0))
+        every = np.asarray(leaf_value(t), dtype=np.float64)
+        node_values.append(every)
+        values.append(np.where(is_leaf, every, 0.0))
         roots.append(offset)
         offset += t.node_count
     return {"feature": np.concatenate(feats), "threshold": np.concatenate(thrs).astype(np.float64),
             "left": np.concatenate(lefts), "right": np.concatenate(rights),
             "default_left": np.concatenate(defaults), "value": np.concatenate(values),
-            "roots": np.asarray(roots, dtype=np.int32)}
+            "node_value": np.concatenate(node_values), "roots": np.asarray(roots, dtype=np.int32)}
 
 
 def compile_sklearn_forest(forest: Any) -> TreeEnsemble:

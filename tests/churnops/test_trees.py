@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -142,3 +143,54 @@ def test_pointer_and_complete_layouts_score_identically(monkeypatch) -> None:
     rows = _rows_with_missing(_data(seed=9)[0], 10)
     np.testing.assert_array_equal(pointers.predict_proba(rows), complete.predict_proba(rows))
     np.testing.assert_array_equal(pointers.sum_leaves(rows), complete.sum_leaves(rows))
+
+
+def _saabas_by_sklearn(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Path attribution computed from scikit-learn's own decision paths (the reference for the kernel)."""
+    out = np.zeros(X.shape)
+    for est in forest.estimators_:
+        t = est.tree_
+        value = t.value[:, 0, 1] / t.value[:, 0, :].sum(axis=1)
+        paths = est.decision_path(X.astype(np.float32))
+        for r in range(X.shape[0]):
+            nodes = paths.indices[paths.indptr[r] : paths.indptr[r + 1]]  # root to leaf, in order
+            for parent, child in zip(nodes[:-1], nodes[1:], strict=True):
+                out[r, t.feature[parent]] += value[child] - value[parent]
+    return out / len(forest.estimators_)
+
+
+@pytest.mark.parametrize("cls", [RandomForestClassifier, ExtraTreesClassifier])
+@pytest.mark.parametrize("max_depth", [None, 4])
+def test_forest_path_contributions_add_up_to_the_probability_and_follow_sklearns_paths(
+    cls: type, max_depth: int | None
+) -> None:
+    X, y = _data()  # noqa: N806
+    forest = cls(n_estimators=30, max_depth=max_depth, min_samples_leaf=2, random_state=0, n_jobs=1).fit(X, y)
+    trees = compile_sklearn_forest(forest)
+    X_new, _ = _data(n=200, seed=6)  # noqa: N806
+    contributions, bias = trees.path_contributions(X_new)
+    assert contributions.shape == X_new.shape
+    proba = forest.predict_proba(X_new)[:, 1]
+    np.testing.assert_allclose(bias + contributions.sum(axis=1), proba, atol=1e-12)
+    np.testing.assert_allclose(contributions, _saabas_by_sklearn(forest, X_new), atol=1e-12)
+    never_split = np.setdiff1d(np.arange(X.shape[1]), trees.feature[trees.left != -1])
+    assert np.all(contributions[:, never_split] == 0)
+
+
+def test_scorer_explains_forests_by_path_contributions_and_boosters_by_their_own_shap() -> None:
+    import pandas as pd
+
+    X, y = _data()  # noqa: N806
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(12)])
+    forest = Scorer(_pipeline(RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0,
+                                                     n_jobs=1)).fit(frame, y))
+    assert forest.explains
+    got = forest.contributions_encoded(forest.encoder.transform(frame.head(50)))
+    np.testing.assert_allclose(got, forest.compiled.path_contributions(X[:50])[0])
+    booster = Scorer(_pipeline(xgb.XGBClassifier(n_estimators=30, max_depth=4, n_jobs=1)).fit(frame, y))
+    shap = booster.contributions_encoded(booster.encoder.transform(frame.head(50)), threads=2)
+    margin = booster.estimator.get_booster().inplace_predict(X[:50], predict_type="margin")
+    bias = booster._booster.predict(xgb.DMatrix(X[:1]), pred_contribs=True)[0, -1]
+    np.testing.assert_allclose(bias + shap.sum(axis=1), margin, rtol=1e-5, atol=1e-5)
+    config = json.loads(booster._booster.save_config())  # the serving path's one thread is back
+    assert config["learner"]["generic_param"]["nthread"] == "1"

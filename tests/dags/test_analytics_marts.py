@@ -177,6 +177,7 @@ def test_every_high_risk_customer_gets_one_action_ranked_by_expected_loss_with_t
     assert len(high) >= 50
     assert high.recommended_action.notna().all() and high.action_reason.str.len().gt(0).all()
     assert fact[fact.risk_level != "High"].recommended_action.isna().all()
+    assert fact.top_drivers.notna().mean() > 0.99  # every customer's drivers, not only those acted on
     known = {r.action for r in cfg.actions} | {cfg.default_action}
     assert set(high.recommended_action) <= known
     changed = pd.read_parquet(changed_path)

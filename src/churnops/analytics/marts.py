@@ -59,9 +59,10 @@ def build_fact(
     settings: Settings, meta: RunMeta, features: pd.DataFrame, scores: pd.DataFrame, scorer: Scorer
 ) -> pd.DataFrame:
     """The score fact of a run: `scores` (customer_id, churn_probability, risk_level, anomaly,
-    anomaly_score, out_of_range), in the order of `features` (id + raw feature columns), plus risk drivers,
-    recommended action and its reason for the customers at ``analytics.action_levels``, expected loss
-    (probability x ``analytics.value_column``) and the ranking of actions by expected loss."""
+    anomaly_score, out_of_range), in the order of `features` (id + raw feature columns), plus every
+    customer's risk drivers, the recommended action and its reason for the customers at
+    ``analytics.action_levels``, expected loss (probability x ``analytics.value_column``) and the ranking
+    of actions by expected loss."""
     cfg = settings.params.analytics
     schema = settings.schema
     fact = scores.copy()
@@ -74,21 +75,15 @@ def build_fact(
     for col in ("top_drivers", "driver_effects", "recommended_action", "action_name", "action_reason"):
         fact[col] = pd.Series([None] * n, dtype=object)
     fact["action_rank"] = pd.Series([pd.NA] * n, dtype="Int64")
+    names, effects = _drivers(settings, features, scorer)
+    fact["top_drivers"] = [", ".join(d for d in row if d is not None) or None for row in names.tolist()]
+    fact["driver_effects"] = [
+        ", ".join(f"{e:.4f}" for d, e in zip(row, eff, strict=True) if d is not None) or None
+        for row, eff in zip(names.tolist(), effects.tolist(), strict=True)]
     act = np.flatnonzero(fact["risk_level"].isin(cfg.action_levels).to_numpy())
     if len(act):
         chosen = features.iloc[act]
-        try:
-            names, effects = top_drivers(scorer, schema, chosen, cfg.top_drivers,
-                                         approx=cfg.driver_method == "approx")
-        except NotImplementedError as exc:
-            log.warning("analytics.no_drivers", model=scorer.kind, reason=str(exc))
-            names, effects = np.full((len(act), 1), None, dtype=object), np.zeros((len(act), 1))
-        recs = recommend(names, chosen, schema, cfg)
-        fact.loc[fact.index[act], "top_drivers"] = [
-            ", ".join(d for d in row if d is not None) or None for row in names]
-        fact.loc[fact.index[act], "driver_effects"] = [
-            ", ".join(f"{e:.4f}" for d, e in zip(row, eff, strict=True) if d is not None) or None
-            for row, eff in zip(names, effects, strict=True)]
+        recs = recommend(names[act], chosen, schema, cfg)
         fact.loc[fact.index[act], "recommended_action"] = [r.action for r in recs]
         fact.loc[fact.index[act], "action_name"] = [r.action_name for r in recs]
         fact.loc[fact.index[act], "action_reason"] = [r.reason for r in recs]
@@ -100,6 +95,18 @@ def build_fact(
     fact["scored_at"] = pd.Timestamp(meta.scored_at)
     fact.insert(0, "run_id", meta.run_id)
     return fact
+
+
+def _drivers(settings: Settings, features: pd.DataFrame, scorer: Scorer) -> tuple[np.ndarray, np.ndarray]:
+    """Every customer's top drivers (:func:`churnops.analytics.drivers.top_drivers`); a model without
+    contributions gives none (logged: its customers get the default action)."""
+    cfg = settings.params.analytics
+    try:
+        return top_drivers(scorer, settings.schema, features, cfg.top_drivers,
+                           approx=cfg.driver_method == "approx")
+    except NotImplementedError as exc:
+        log.warning("analytics.no_drivers", model=scorer.kind, reason=str(exc))
+        return np.full((len(features), 1), None, dtype=object), np.zeros((len(features), 1))
 
 
 # -- the marts -------------------------------------------------------------------------------------
