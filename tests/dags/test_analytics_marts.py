@@ -38,6 +38,15 @@ def _table(settings, name: str, run_id: str | None = None) -> pd.DataFrame:
     return frame if run_id is None else frame[frame.run_id == run_id].reset_index(drop=True)
 
 
+def _execute(settings, statement: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+
+
 def _gold(settings) -> pd.DataFrame:
     gold = pd.read_parquet(settings.features_dir / "customers.parquet")
     gold["customer_id"] = gold[settings.schema.id_column].astype(str)
@@ -78,6 +87,8 @@ def test_marts_and_kpis_match_figures_computed_from_the_scores_and_a_retry_does_
     _riskier(gold, settings, 150).to_parquet(changed_path, index=False)
 
     score_customers(settings, run_id="night-1")
+    # a BI tool's own view on one of ours
+    _execute(settings, "CREATE VIEW bi_own AS SELECT customer_id, risk_level FROM v_latest_scores")
     score_customers(settings, run_id="night-2", customers=changed_path)
     score_customers(settings, run_id="night-2", customers=changed_path)  # a retried run
 
@@ -159,6 +170,53 @@ def test_marts_and_kpis_match_figures_computed_from_the_scores_and_a_retry_does_
     assert len(dim) == dim.customer_id.nunique() == len(gold)
     assert set(dim.run_id) == {"night-2"}
 
+    # the movement summary (the overview's table): movers per (previous level, level), counted here
+    pairs = pd.DataFrame({"previous_level": first.risk_level, "risk_level": after.map(
+        {v: k for k, v in rank.items()})})
+    pairs = pairs[before != after]
+    summary = _table(settings, "mart_movement_summary", "night-2")
+    assert summary.set_index(["previous_level", "risk_level"]).customers.to_dict() == (
+        pairs.groupby(["previous_level", "risk_level"]).size().to_dict())
+    assert set(zip(summary.previous_level, summary.risk_level, summary.direction, strict=True)) == {
+        (a, b, "up" if rank[b] > rank[a] else "down") for a, b in zip(pairs.previous_level, pairs.risk_level,
+                                                                      strict=True)}
+
+    # BI views: the latest run (night-2), checked against figures computed here
+    night2 = second.reset_index().merge(changed, on="customer_id", validate="one_to_one")
+    p2 = night2.churn_probability.to_numpy()
+    view = _table(settings, "v_latest_kpi")
+    assert list(view.run_id) == ["night-2"] and view.customers.iloc[0] == len(changed)
+    assert math.isclose(view.expected_churners.iloc[0], p2.sum(), rel_tol=1e-9)
+    revenue2 = float((p2 * night2[cfg.value_column]).sum())
+    assert math.isclose(view.revenue_at_risk.iloc[0], revenue2, rel_tol=1e-9)
+    view = _table(settings, "v_latest_scores").merge(night2[["customer_id", "Gender", "Customer_Age"]],
+                                                      on="customer_id", validate="one_to_one")
+    assert len(view) == len(changed) and set(view.run_id) == {"night-2"}
+    assert (view.gender == view.Gender).all()
+    age = pd.cut(view.Customer_Age, [-np.inf, *cfg.bands["Customer_Age"], np.inf], right=False,
+                 labels=["<30", "30-40", "40-50", "50-60", "60+"])
+    assert (view.customer_age_band == age.astype(str)).all()
+    assert view.top_drivers.notna().mean() > 0.99
+    view = _table(settings, "v_latest_segments")
+    assert set(view.run_id) == {"night-2"}
+    by_gender = night2.groupby("Gender").churn_probability.agg(["size", "sum"])
+    got = view[view.dimension == "gender"].set_index("segment")
+    assert got.customers.to_dict() == by_gender["size"].to_dict()
+    for g, expected in by_gender["sum"].items():
+        assert math.isclose(got.loc[g, "expected_churners"], expected, rel_tol=1e-9)
+    view = _table(settings, "v_latest_movement")
+    pair = ["previous_level", "risk_level"]
+    pd.testing.assert_frame_equal(view.sort_values(pair).reset_index(drop=True),
+                                  summary.sort_values(pair).reset_index(drop=True))
+    view = _table(settings, "v_retention_actions")
+    high2 = night2[night2.risk_level == "High"].sort_values(["expected_loss", "customer_id"],
+                                                            ascending=[False, True])
+    assert list(view.customer_id) == list(high2.customer_id)  # the view's own order: by rank
+    assert list(view.action_rank) == list(range(1, len(high2) + 1))
+    assert view.recommended_action.notna().all() and "gender" in view.columns
+    # the BI tool's own view on ours survived both refreshes and reads the latest run
+    assert len(_table(settings, "bi_own")) == len(changed)
+
 
 def test_every_high_risk_customer_gets_one_action_ranked_by_expected_loss_with_the_models_drivers(
     scoring_home: Path,
@@ -232,7 +290,7 @@ def test_a_refused_refresh_leaves_the_previous_scores_and_marts_as_they_were(
     settings = _settings(scoring_home, database_url)
     score_customers(settings, run_id="good")
     names = [settings.params.batch.table, "dim_customer", "mart_run_kpi", "mart_segment",
-             "mart_segment_cell", "mart_risk_movement"]
+             "mart_segment_cell", "mart_risk_movement", "mart_movement_summary"]
     before = {n: _table(settings, n) for n in names}
     _refuse_inserts_into(settings, "dim_customer")  # written last, after the scores and every mart
     with pytest.raises(BatchError, match="left as they were.*disk quota exceeded"):
@@ -240,7 +298,8 @@ def test_a_refused_refresh_leaves_the_previous_scores_and_marts_as_they_were(
     with pytest.raises(BatchError, match="disk quota exceeded"):
         score_customers(settings, run_id="good")  # a retry of the good run that fails too
     for n in names:
-        sort = [c for c in ("run_id", "customer_id", "dimension", "segment", "cell") if c in before[n]]
+        sort = [c for c in ("run_id", "customer_id", "dimension", "segment", "cell", "previous_level",
+                            "risk_level") if c in before[n]]
         pd.testing.assert_frame_equal(before[n].sort_values(sort).reset_index(drop=True),
                                       _table(settings, n).sort_values(sort).reset_index(drop=True))
 
@@ -302,7 +361,7 @@ def test_each_run_exports_its_marts_as_csv_and_parquet_with_a_latest_copy(scorin
     folders = sorted(p.name.split("__", 1)[1] for p in root.iterdir() if p.is_dir() and p.name != "latest")
     assert folders == ["night-2", "night-3"]
     assert Path(retried.exports).is_dir() and Path(last.exports).is_dir()
-    marts = ["kpi", "segments", "segment_cells", "movement", "actions", "customers"]
+    marts = ["kpi", "segments", "segment_cells", "movement", "movement_summary", "actions", "customers"]
     for name in marts:
         parquet = pd.read_parquet(Path(last.exports) / f"{name}.parquet")
         csv = pd.read_csv(Path(last.exports) / f"{name}.csv")

@@ -5,9 +5,9 @@
 (:func:`churnops.io.atomic_path`), ``latest/manifest.json`` last (it names the run the copies belong to).
 Export folders of runs the database no longer keeps (``batch.keep_runs``) are removed.
 
-The marts: ``kpi`` (every kept run: the trend), ``segments``, ``segment_cells``, ``movement``, ``actions``
-(customers with a recommended action, by rank) and ``customers`` (the run's score fact with each customer's
-segments). docs/analytics.md describes the columns.
+The marts: ``kpi`` (every kept run: the trend), ``segments``, ``segment_cells``, ``movement``,
+``movement_summary``, ``actions`` (customers with a recommended action, by rank) and ``customers`` (the
+run's score fact with each customer's segments). docs/analytics.md describes the columns.
 """
 
 from __future__ import annotations
@@ -90,5 +90,6 @@ def export_marts(settings: Settings, meta: RunMeta, marts: RunMarts) -> ExportRe
     customers = marts.fact.merge(marts.dim, on="customer_id", how="left")
     actions = customers[customers["action_rank"].notna()].sort_values("action_rank")
     frames = {"kpi": kpi, "segments": marts.segment, "segment_cells": marts.segment_cell,
-              "movement": marts.movement, "actions": actions, "customers": customers}
+              "movement": marts.movement, "movement_summary": marts.movement_summary, "actions": actions,
+              "customers": customers}
     return export_run(settings, meta.run_id, meta.scored_at, frames, list(kpi["run_id"]))

@@ -19,7 +19,7 @@ from churnops import database
 from churnops.analytics.actions import recommend
 from churnops.analytics.drivers import top_drivers
 from churnops.analytics.segments import customer_dimension
-from churnops.analytics.tables import Tables, tables
+from churnops.analytics.tables import Tables, create_views, tables
 from churnops.logs import get_logger
 from churnops.settings import Settings
 
@@ -50,6 +50,7 @@ class RunMarts:
     segment: pd.DataFrame
     segment_cell: pd.DataFrame
     movement: pd.DataFrame
+    movement_summary: pd.DataFrame
     previous_run_id: str | None = None
     deleted_runs: list[str] = field(default_factory=list)
 
@@ -195,8 +196,12 @@ def build_marts(
     cells = _metrics(joined, dim_names, with_value)
     cells.insert(0, "cell", np.arange(len(cells), dtype=np.int64))
     cells.insert(0, "run_id", meta.run_id)
+    summary = (moves.groupby(["previous_level", "risk_level", "direction"], sort=True).size()
+               .rename("customers").reset_index())
+    summary.insert(0, "run_id", meta.run_id)
+    summary["customers"] = summary["customers"].astype(np.int64)
     return RunMarts(fact=fact, dim=dim, kpi=kpi, segment=segment, segment_cell=cells, movement=moves,
-                    previous_run_id=previous_run_id)
+                    movement_summary=summary, previous_run_id=previous_run_id)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -230,6 +235,7 @@ def write_run(
     import sqlalchemy as sa
 
     database.create_tables(conn, tables.metadata)
+    create_views(conn, tables)
     previous_run_id = _previous_run(conn, tables, meta.run_id)
     previous = _run_scores(conn, tables, previous_run_id) if previous_run_id else None
     dim = customer_dimension(features, settings)
@@ -244,6 +250,7 @@ def write_run(
     database.insert_frame(conn, tables.segment, marts.segment, chunk_size)
     database.insert_frame(conn, tables.segment_cell, marts.segment_cell, chunk_size)
     database.insert_frame(conn, tables.movement, marts.movement, chunk_size)
+    database.insert_frame(conn, tables.movement_summary, marts.movement_summary, chunk_size)
     # the customer dimension holds each customer as of the latest run that scored them
     in_run = sa.select(tables.fact.c.customer_id).where(tables.fact.c.run_id == meta.run_id)
     conn.execute(tables.dim_customer.delete().where(tables.dim_customer.c.customer_id.in_(in_run)))

@@ -175,14 +175,15 @@ class MartReader:
         return self._frame(query)
 
     def movement_summary(self, run_id: str) -> pd.DataFrame:
-        """previous_level -> risk_level: customers, for the customers whose level changed in the run."""
+        """previous_level -> risk_level: customers, for the customers whose level changed in the run (the
+        pre-aggregated ``mart_movement_summary``)."""
         import sqlalchemy as sa
 
-        mv = self.tables.movement
-        return self._frame(sa.select(mv.c.previous_level, mv.c.risk_level, mv.c.direction,
-                                     sa.func.count().label("customers"))
-                           .where(mv.c.run_id == run_id)
-                           .group_by(mv.c.previous_level, mv.c.risk_level, mv.c.direction))
+        summary = self.tables.movement_summary
+        return self._frame(sa.select(summary.c.previous_level, summary.c.risk_level, summary.c.direction,
+                                     summary.c.customers)
+                           .where(summary.c.run_id == run_id)
+                           .order_by(summary.c.previous_level, summary.c.risk_level))
 
     def movers(self, run_id: str, direction: str, limit: int) -> pd.DataFrame:
         import sqlalchemy as sa

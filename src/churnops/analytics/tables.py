@@ -6,7 +6,15 @@
 - ``mart_segment``: one row per run, dimension and value (the bar charts, BI's per-segment view);
 - ``mart_segment_cell``: one row per run and combination of dimension values that has customers (the
   segments page filters and sums these, never the fact);
-- ``mart_risk_movement``: one row per run and customer whose risk level changed since the previous run.
+- ``mart_risk_movement``: one row per run and customer whose risk level changed since the previous run;
+- ``mart_movement_summary``: one row per run and (previous level, level) pair that has movers (the
+  overview's movement table, pre-aggregated so it never groups a run's movers).
+
+Views for BI tools (:func:`create_views`, made with the tables in the refresh's transaction):
+``v_latest_kpi``, ``v_latest_scores`` (the latest run's fact with each customer's segments),
+``v_latest_segments``, ``v_latest_movement`` (the summary) and ``v_retention_actions`` (the latest run's
+actions, by rank). "Latest" is the run of ``mart_run_kpi`` scored last (ties: the greater run id), as
+:meth:`churnops.analytics.read.MartReader.latest_run_id` says.
 
 Every run-keyed table is indexed on ``run_id``; the fact also on ``customer_id`` (a customer's history),
 ``(run_id, action_rank)`` (the action list) and ``(run_id, anomaly, anomaly_score)`` (the anomalies page).
@@ -28,6 +36,8 @@ RUN_KPI = "mart_run_kpi"
 SEGMENT = "mart_segment"
 SEGMENT_CELL = "mart_segment_cell"
 MOVEMENT = "mart_risk_movement"
+MOVEMENT_SUMMARY = "mart_movement_summary"
+VIEWS = ("v_latest_kpi", "v_latest_scores", "v_latest_segments", "v_latest_movement", "v_retention_actions")
 
 METRICS = ("customers", "expected_churners", "high", "medium", "low", "anomalies", "revenue_at_risk")
 
@@ -41,12 +51,60 @@ class Tables:
     segment: sa.Table
     segment_cell: sa.Table
     movement: sa.Table
+    movement_summary: sa.Table
     dimensions: tuple[Dimension, ...]
 
     @property
     def run_keyed(self) -> list[sa.Table]:
         """Tables whose rows belong to one run (replaced on a retry, deleted when the run is pruned)."""
-        return [self.fact, self.run_kpi, self.segment, self.segment_cell, self.movement]
+        return [self.fact, self.run_kpi, self.segment, self.segment_cell, self.movement,
+                self.movement_summary]
+
+    def latest_run(self) -> sa.ScalarSelect:
+        """The run id scored last (ties: the greater id), as a scalar subquery."""
+        import sqlalchemy as sa
+
+        kpi = self.run_kpi
+        return (sa.select(kpi.c.run_id).order_by(sa.desc(kpi.c.scored_at), sa.desc(kpi.c.run_id)).limit(1)
+                .scalar_subquery())
+
+    def views(self) -> dict[str, sa.Select]:
+        """The BI views: name -> the query it stands for (docs/analytics.md, "Views")."""
+        import sqlalchemy as sa
+
+        fact, dim = self.fact, self.dim_customer
+        latest = self.latest_run()
+        dims = [dim.c[d.name] for d in self.dimensions]
+        with_segments = fact.outerjoin(dim, dim.c.customer_id == fact.c.customer_id)
+        summary = self.movement_summary
+        return {
+            "v_latest_kpi": sa.select(self.run_kpi).where(self.run_kpi.c.run_id == latest),
+            "v_latest_scores": (sa.select(fact, *dims).select_from(with_segments)
+                                .where(fact.c.run_id == latest)),
+            "v_latest_segments": sa.select(self.segment).where(self.segment.c.run_id == latest),
+            "v_latest_movement": sa.select(summary).where(summary.c.run_id == latest),
+            "v_retention_actions": (
+                sa.select(fact.c.run_id, fact.c.action_rank, fact.c.customer_id, fact.c.churn_probability,
+                          fact.c.risk_level, fact.c.expected_loss, fact.c.recommended_action,
+                          fact.c.action_name, fact.c.action_reason, fact.c.top_drivers, fact.c.anomaly, *dims)
+                .select_from(with_segments)
+                .where(fact.c.run_id == latest, fact.c.action_rank.is_not(None))
+                .order_by(fact.c.action_rank)),
+        }
+
+
+def create_views(conn: sa.Connection, tables: Tables) -> None:
+    """Create (or bring up to date) the BI views in the caller's transaction. PostgreSQL: ``CREATE OR
+    REPLACE VIEW``, which keeps views a BI tool built on them; SQLite: dropped and created again."""
+    postgresql = conn.dialect.name == "postgresql"
+    for name, query in tables.views().items():
+        body = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        if postgresql:
+            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {quoted} AS {body}")
+        else:
+            conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quoted}")
+            conn.exec_driver_sql(f"CREATE VIEW {quoted} AS {body}")
 
 
 def _metric_columns() -> list[sa.Column]:
@@ -144,4 +202,12 @@ def tables(settings: Settings) -> Tables:
         sa.Column("churn_probability", sa.Float, nullable=False),
         sa.Index(f"ix_{MOVEMENT}_run_direction", "run_id", "direction"),
     )
-    return Tables(md, fact, dim_customer, run_kpi, segment, segment_cell, movement, dims)
+    movement_summary = sa.Table(
+        MOVEMENT_SUMMARY, md,
+        sa.Column("run_id", sa.String(128), primary_key=True),
+        sa.Column("previous_level", sa.String(16), primary_key=True),
+        sa.Column("risk_level", sa.String(16), primary_key=True),
+        sa.Column("direction", sa.String(8), nullable=False),
+        sa.Column("customers", sa.Integer, nullable=False),
+    )
+    return Tables(md, fact, dim_customer, run_kpi, segment, segment_cell, movement, movement_summary, dims)
