@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class SettingsError(ValueError):
@@ -324,19 +332,76 @@ class ActionRule(_Strict):
     drivers: list[str] = Field(min_length=1)
 
 
-class AnalyticsSettings(_Strict):
-    """Marts, retention actions and BI exports written with every batch-scoring run (docs/analytics.md)."""
+# The retention playbook the analytics section defaults to, written for the reference schema (BankChurners).
+# Names another schema lacks are skipped with a warning (Params._analytics_fit_the_schema), so a new table
+# works by editing `schema` only; the same keys set in params.yaml replace these and must fit the schema.
+DEFAULT_VALUE_COLUMN = "Total_Trans_Amt"  # yearly spend: revenue at risk = probability x spend
+DEFAULT_BANDS: dict[str, list[float]] = {
+    "Customer_Age": [30, 40, 50, 60], "Months_on_book": [24, 36, 48],
+    "Credit_Limit": [2500, 5000, 10000, 20000]}
+DEFAULT_ACTIONS: list[dict[str, Any]] = [
+    {"name": "service_recovery", "action": "Service-recovery call", "priority": 1,
+     "drivers": ["Contacts_Count_12_mon", "contacts_per_inactive_month"]},
+    {"name": "engagement_offer", "action": "Engagement offer", "priority": 2,
+     "drivers": ["Total_Trans_Ct", "Total_Ct_Chng_Q4_Q1", "Total_Trans_Amt", "Total_Amt_Chng_Q4_Q1",
+                 "avg_trans_amt", "trans_ct_per_relationship", "ct_chng_per_amt_chng",
+                 "trans_amt_per_limit"]},
+    {"name": "reactivation_campaign", "action": "Reactivation campaign", "priority": 3,
+     "drivers": ["Months_Inactive_12_mon"]},
+    {"name": "cross_sell", "action": "Cross-sell a product", "priority": 4,
+     "drivers": ["Total_Relationship_Count", "revolving_per_relationship"]},
+    {"name": "credit_review", "action": "Credit-line review", "priority": 5,
+     "drivers": ["Total_Revolving_Bal", "Avg_Utilization_Ratio", "revolving_per_limit", "Credit_Limit",
+                 "Avg_Open_To_Buy"]},
+]
+DEFAULT_REASONS: dict[str, str] = {  # {value}: the driver's value; {change}: a Q4/Q1 ratio as "down 40%"
+    "Total_Ct_Chng_Q4_Q1": "transactions {change} Q4 vs Q1",
+    "Total_Amt_Chng_Q4_Q1": "spend {change} Q4 vs Q1",
+    "Total_Trans_Ct": "{value:.0f} transactions in 12 months",
+    "Total_Trans_Amt": "{value:,.0f} spent in 12 months",
+    "avg_trans_amt": "{value:,.0f} per transaction",
+    "Contacts_Count_12_mon": "{value:.0f} contacts in 12 months",
+    "contacts_per_inactive_month": "{value:.1f} contacts per inactive month",
+    "Months_Inactive_12_mon": "{value:.0f} months inactive in the last 12",
+    "Total_Relationship_Count": "{value:.0f} products with the bank",
+    "trans_ct_per_relationship": "{value:.0f} transactions per product",
+    "revolving_per_relationship": "revolving balance {value:,.0f} per product",
+    "Total_Revolving_Bal": "revolving balance {value:,.0f}",
+    "Avg_Utilization_Ratio": "card utilisation {value:.0%}",
+    "revolving_per_limit": "balance at {value:.0%} of the credit limit",
+    "Credit_Limit": "credit limit {value:,.0f}",
+    "Avg_Open_To_Buy": "{value:,.0f} open to buy",
+    "Customer_Age": "aged {value:.0f}",
+    "Months_on_book": "{value:.0f} months with the bank",
+    "Dependent_count": "{value:.0f} dependants",
+}
 
-    value_column: str | None = None  # numeric column: revenue at risk = probability x value; None: no revenue
-    bands: dict[str, list[float]] = Field(default_factory=dict)  # numeric column -> ascending band edges
+
+class AnalyticsSettings(_Strict):
+    """Marts, retention actions and BI exports written with every batch-scoring run (docs/analytics.md).
+
+    ``value_column``, ``bands``, ``actions`` and ``reasons`` name schema columns. Left out of params.yaml,
+    they default to the playbook above, fitted to the schema: what the schema lacks is skipped (listed in
+    :attr:`skipped`, logged as a warning by each scoring run). Set in params.yaml, they must fit the schema:
+    a name it lacks is an error naming the key (a typo never silently turns a rule off)."""
+
+    value_column: str | None = DEFAULT_VALUE_COLUMN  # numeric column: revenue at risk = probability x value
+    bands: dict[str, list[float]] = Field(  # numeric column -> ascending band edges
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_BANDS.items()})
     top_drivers: int = Field(3, ge=1, le=10)  # risk drivers kept per customer
     driver_method: Literal["exact", "approx"] = "exact"  # XGBoost: exact SHAP (as ?explain=true) | approx
     action_levels: list[Literal["High", "Medium", "Low"]] = Field(default_factory=lambda: ["High"])
     default_action: str = "Retention review call"  # when no rule matches a customer's drivers
-    actions: list[ActionRule] = Field(default_factory=list)
-    reasons: dict[str, str] = Field(default_factory=dict)  # driver -> phrase ({value}, {change})
+    actions: list[ActionRule] = Field(default_factory=lambda: [ActionRule(**a) for a in DEFAULT_ACTIONS])
+    reasons: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_REASONS))  # driver -> phrase
     export_dir: Path = Path("data/exports")  # timestamped CSV + Parquet of the marts, and latest/
     export_formats: list[Literal["csv", "parquet"]] = Field(default_factory=lambda: ["csv", "parquet"])
+    _skipped: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """What of the default playbook the schema lacks and was left out, in words (empty: nothing)."""
+        return self._skipped
 
     @model_validator(mode="after")
     def _consistent(self) -> AnalyticsSettings:
@@ -521,24 +586,51 @@ class Params(_Strict):
     transactions: TransactionSettings = TransactionSettings()
 
     @model_validator(mode="after")
-    def _analytics_names_schema_columns(self) -> Params:
+    def _analytics_fit_the_schema(self) -> Params:
+        """Names the analytics section sets must be columns (or ratios) of the schema; names of the default
+        playbook the schema lacks are left out, each rule or band with a note (AnalyticsSettings.skipped)."""
         schema, cfg = self.schema_, self.analytics
-        if cfg.value_column is not None and cfg.value_column not in schema.numeric:
-            raise ValueError(f"analytics.value_column {cfg.value_column!r} is not a numeric column "
-                             f"of the schema")
-        for column in cfg.bands:
-            if column not in schema.numeric:
-                raise ValueError(f"analytics.bands: {column!r} is not a numeric column of the schema")
+        explicit = cfg.model_fields_set
         drivers = set(schema.feature_columns) | set(schema.ratios)
-        for rule in cfg.actions:
-            unknown = [d for d in rule.drivers if d not in drivers]
-            if unknown:
-                raise ValueError(f"analytics.actions {rule.name!r}: drivers {unknown} are neither feature "
-                                 f"columns nor ratios of the schema")
-        unknown = sorted(set(cfg.reasons) - drivers)
+        skipped: list[str] = []
+        update: dict[str, Any] = {}
+        if cfg.value_column is not None and cfg.value_column not in schema.numeric:
+            if "value_column" in explicit:
+                raise ValueError(f"analytics.value_column {cfg.value_column!r} is not a numeric column "
+                                 f"of the schema")
+            update["value_column"] = None
+            skipped.append(f"value_column {cfg.value_column!r} (no revenue at risk: set "
+                           f"analytics.value_column to a numeric column of the schema)")
+        unknown = [c for c in cfg.bands if c not in schema.numeric]
+        if unknown and "bands" in explicit:
+            raise ValueError(f"analytics.bands: {unknown[0]!r} is not a numeric column of the schema")
         if unknown:
+            update["bands"] = {c: e for c, e in cfg.bands.items() if c in schema.numeric}
+            skipped += [f"band of {c!r}" for c in unknown]
+        rules = []
+        for rule in cfg.actions:
+            missing = [d for d in rule.drivers if d not in drivers]
+            if missing and "actions" in explicit:
+                raise ValueError(f"analytics.actions {rule.name!r}: drivers {missing} are neither feature "
+                                 f"columns nor ratios of the schema")
+            kept = [d for d in rule.drivers if d in drivers]
+            if missing:
+                skipped.append(f"action {rule.name!r} " + (f"without drivers {missing}" if kept
+                                                           else "(none of its drivers is in the schema)"))
+            if kept:
+                rules.append(rule.model_copy(update={"drivers": kept}) if missing else rule)
+        if rules != cfg.actions:
+            update["actions"] = rules
+        unknown = sorted(set(cfg.reasons) - drivers)
+        if unknown and "reasons" in explicit:
             raise ValueError(f"analytics.reasons: {unknown} are neither feature columns nor ratios "
                              f"of the schema")
+        if unknown:  # phrases of drivers that cannot occur: dropped without a note
+            update["reasons"] = {d: r for d, r in cfg.reasons.items() if d in drivers}
+        if update:
+            fitted = cfg.model_copy(update=update)
+            fitted._skipped = tuple(skipped)
+            object.__setattr__(self, "analytics", fitted)  # frozen: replaced once, while validating
         return self
 
 

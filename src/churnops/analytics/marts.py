@@ -274,6 +274,9 @@ def refresh(
     """A scoring run's fact and marts, written in one transaction on ``CHURNOPS_DATABASE_URL``
     (:class:`churnops.database.DatabaseError` when the database refuses: nothing of the run was written)."""
     cfg = settings.params.batch
+    for note in settings.params.analytics.skipped:  # the default playbook names what the schema lacks
+        log.warning("analytics.default_skipped", skipped=note,
+                    reason="the schema lacks it; set the analytics key in params.yaml to choose another")
     fact = build_fact(settings, meta, features, scores, scorer)
     engine = database.engine_for(settings)
     try:

@@ -100,3 +100,47 @@ def test_a_database_that_is_down_gives_a_sentence_without_the_password() -> None
     assert "127.0.0.1:1" in str(info.value)
     with pytest.raises(database.DatabaseError, match="not a database URL"):
         database.create_engine("not a url")
+
+
+def _without(params: dict, numeric: list[str]) -> dict:
+    """`params` with numeric columns removed from the schema, and the ratios that used them."""
+    schema = params["schema"]
+    for col in numeric:
+        del schema["numeric"][col]
+    schema["ratios"] = {k: v for k, v in schema["ratios"].items() if not set(v) & set(numeric)}
+    return params
+
+
+def test_another_schema_works_by_editing_the_schema_only(tmp_path: Path) -> None:
+    params = _without(yaml.safe_load((REPO / "params.yaml").read_text()),
+                      ["Total_Trans_Amt", "Customer_Age", "Months_Inactive_12_mon", "Avg_Open_To_Buy"])
+    assert not {"value_column", "bands", "actions", "reasons"} & set(params["analytics"])  # the defaults
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_settings(home=tmp_path, env={}).params.analytics
+    assert cfg.value_column is None  # no revenue at risk; every other figure stays
+    assert set(cfg.bands) == {"Months_on_book", "Credit_Limit"}
+    rules = {r.name: r.drivers for r in cfg.actions}
+    assert "reactivation_campaign" not in rules  # its only driver is gone: the rule is off
+    assert "Avg_Open_To_Buy" not in rules["credit_review"] and "Credit_Limit" in rules["credit_review"]
+    assert rules["service_recovery"] == ["Contacts_Count_12_mon"]  # its ratio went with the column
+    assert "Customer_Age" not in cfg.reasons
+    said = " | ".join(cfg.skipped)
+    for name in ("'Total_Trans_Amt'", "band of 'Customer_Age'", "'reactivation_campaign'", "'credit_review'"):
+        assert name in said
+    # the reference schema itself skips nothing
+    assert load_settings(home=REPO, env={}).params.analytics.skipped == ()
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"value_column": "Total_Trans_Amt"}, "analytics.value_column 'Total_Trans_Amt' is not a numeric column"),
+    ({"bands": {"Customer_Age": [30, 40]}}, "analytics.bands: 'Customer_Age' is not a numeric column"),
+    ({"actions": [{"name": "x", "action": "X", "priority": 1, "drivers": ["Avg_Open_To_Buy"]}]},
+     "drivers ['Avg_Open_To_Buy'] are neither"),
+])
+def test_names_set_in_params_must_fit_the_schema(tmp_path: Path, section: dict, message: str) -> None:
+    params = _without(yaml.safe_load((REPO / "params.yaml").read_text()),
+                      ["Total_Trans_Amt", "Customer_Age", "Avg_Open_To_Buy"])
+    params["analytics"].update(section)  # written by the user: a name the schema lacks is a typo to fix
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(home=tmp_path, env={})
