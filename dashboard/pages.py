@@ -211,8 +211,9 @@ def customers(page: Page) -> None:
         st.success(f"**{row.recommended_action}** — {row.action_reason}")
     if row.top_drivers:
         drivers = pd.DataFrame({"driver": row.top_drivers.split(", "),
-                                "effect on log-odds": [float(x) for x in row.driver_effects.split(", ")]})
-        st.write("Risk drivers (the model's own contributions, strongest first):")
+                                "effect": [float(x) for x in row.driver_effects.split(", ")]})
+        st.write("Risk drivers (the model's own contributions, strongest first: log-odds of churn; for a "
+                 "random forest, share of the probability):")
         st.dataframe(drivers, hide_index=True)
     if row.anomaly and row.out_of_range:
         st.warning(f"Out of the training range: {row.out_of_range}")
