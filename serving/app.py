@@ -215,7 +215,7 @@ def _register_routes(app: Flask, state: ServingState) -> None:
                "kind": model.scorer.kind, "metrics": info.get("metrics") or {},
                "data_version": info.get("data_version"), "threshold": float(model.scorer.threshold),
                "scoring": model.scorer.describe(),
-               "loaded_at": holder.loaded_at, "last_checked_at": holder.last_check,
+               "loaded_at": holder.loaded_at, "load_s": holder.load_s, "last_checked_at": holder.last_check,
                "reload_interval_s": holder.interval_s, "workers": state.metrics.worker_checks(),
                # the served files matched this digest when loaded; `refused`: a newer champion this worker
                # would not load because its files differ from their registered digest

@@ -65,6 +65,7 @@ class ModelHolder:
         self.last_check: float | None = None
         self.last_error: str | None = None
         self.loaded_at: float | None = None
+        self.load_s: float | None = None  # the served version's load: download, check, compile
         # the last champion version this worker refused for its files ({version, error, at}); kept while
         # that refusal stands, cleared when a model loads
         self.last_refusal: dict[str, Any] | None = None
@@ -101,6 +102,7 @@ class ModelHolder:
                 if self._on_check:
                     self._on_check("unchanged")
                 return False
+            started = time.monotonic()
             try:
                 model = self._load_champion(self.settings)
                 model.scorer.predict_proba_records([self._sample])  # proves it scores; warms it up
@@ -116,10 +118,12 @@ class ModelHolder:
                 return False
             self._current = model  # the swap: one reference assignment
             self.loaded_at = time.time()
+            self.load_s = time.monotonic() - started
             self.last_error = None
             self.last_refusal = None
             log.info("model.loaded", version=model.version, run_id=model.run_id,
-                     previous=getattr(current, "version", None), kind=model.scorer.kind)
+                     previous=getattr(current, "version", None), kind=model.scorer.kind,
+                     load_s=round(self.load_s, 3))
             if self._on_check:
                 self._on_check("loaded")
             if self._on_change:

@@ -165,6 +165,9 @@ def build_spec(settings: Settings, *, auth_required: bool = False) -> dict[str, 
                             "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
                             "data_version": {"type": "string", "nullable": True},
                             "threshold": {"type": "number"}, "loaded_at": {"type": "number"},
+                            "load_s": {"type": "number", "nullable": True, "description": (
+                                "seconds this worker took to load the served version: download, file "
+                                "check, tree compilation, a test row")},
                             "last_checked_at": {"type": "number", "nullable": True,
                                                 "description": "when this worker last asked for @champion"},
                             "reload_interval_s": {"type": "number"},
