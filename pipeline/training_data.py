@@ -26,25 +26,15 @@ import pandas as pd
 
 from churnops.io import atomic_path, write_text_atomic
 from churnops.logs import get_logger
+from churnops.redaction import redact_url
 from churnops.settings import Settings
 from pipeline.layers import LABEL, to_gold
-from pipeline.versioning import VersioningError, data_version, dvc_file_for, run_dvc
+from pipeline.versioning import VersioningError, data_version, dvc_file_for, fetch_data_version, run_dvc
 
 log = get_logger(__name__)
 
 RULE = ("retraining uses the data the champion was trained on: a promoted run makes its table that data; "
         "a run that is not promoted puts the raw table back to the champion's data version")
-
-
-def cached_table(settings: Settings, version: str) -> Path | None:
-    """The raw table of data version `version` (md5) in the DVC cache, fetched from the remote if needed."""
-    home = settings.home
-    try:
-        cache = Path(run_dvc(home, "cache", "dir", quiet=True).strip())
-    except VersioningError:
-        return None
-    path = (cache if cache.is_absolute() else home / cache) / "files" / "md5" / version[:2] / version[2:]
-    return path if path.is_file() else None
 
 
 def _typed_gold(settings: Settings, csv: Path) -> pd.DataFrame:
@@ -63,10 +53,25 @@ def data_check(settings: Settings, gold: pd.DataFrame, champion: dict[str, Any] 
     if champion is None:
         return {"compared": False, "flagged": False, "reason": "no champion yet: nothing to compare with"}
     version = champion.get("data_version")
-    source = cached_table(settings, version) if version else None
+    not_compared = {"compared": False, "flagged": False, "champion": champion["version"],
+                    "champion_data_version": version}
+    if not version:
+        return {**not_compared, "reason": f"the champion v{champion['version']} has no data_version tag: "
+                                          f"its table is unknown"}
+    remote = redact_url(settings.dvc_remote)
+    try:
+        source = fetch_data_version(settings.home, version)
+    except VersioningError as exc:
+        log.warning("data.check_skipped", champion=champion["version"], data_version=version, error=str(exc))
+        return {**not_compared, "reason": f"the champion's data version {version} is not in the DVC cache "
+                                          f"and the DVC remote {remote} could not be read: {exc}"}
     if source is None:
-        return {"compared": False, "flagged": False, "champion": champion["version"],
-                "reason": f"the champion's data version {version or '(untagged)'} is not in the DVC cache"}
+        log.warning("data.check_skipped", champion=champion["version"], data_version=version,
+                    reason="neither in the DVC cache nor on the remote")
+        return {**not_compared,
+                "reason": f"the champion's data version {version} is neither in the DVC cache nor on the DVC "
+                          f"remote {remote}: its table is gone (push it to the remote again, or retrain on "
+                          f"purpose with `churnops train --data`)"}
     register = settings.params.register_
     theirs = _typed_gold(settings, source)
     rate, champion_rate = float(gold[LABEL].mean()), float(theirs[LABEL].mean())

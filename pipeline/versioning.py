@@ -131,6 +131,34 @@ def data_version(dvc_file: Path) -> str | None:
     return str(outs[0]["md5"]) if outs and "md5" in outs[0] else None
 
 
+def fetch_data_version(home: Path, version: str) -> Path | None:
+    """The file of data version `version` (an md5) in the project's DVC cache, fetched from the default
+    remote first when only the remote has it; None when neither has it.
+
+    Read-only on the remote, and the workspace (raw table, .dvc files, dvc.lock) is not touched: only the
+    cache receives the object, as `dvc fetch` does. Through DVC's own API (its cache and remote
+    configuration, S3 endpoint and credentials included), since no DVC command fetches by hash. Holds no
+    repository lock, so a stage of `dvc repro` may call it. A remote that cannot be read raises
+    :class:`VersioningError` with DVC's message.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    try:
+        with Repo(str(home)) as repo:
+            path = Path(repo.cache.local.oid_to_path(version))
+            if not path.is_file():
+                repo.cloud.pull([HashInfo("md5", version)])
+    except (DvcException, OSError) as exc:
+        raise VersioningError(redact_text(f"fetching data version {version} from the DVC remote of {home} "
+                                          f"failed: {type(exc).__name__}: {exc}")) from exc
+    if not path.is_file():
+        return None
+    log.info("dvc.fetched", data_version=version, cache=str(path))
+    return path
+
+
 def dvc_file_for(path: Path) -> Path:
     return path.with_name(path.name + ".dvc")
 
