@@ -8,13 +8,18 @@ drift is found, or over the REST API. No schedule.
 per candidate**: parallel slots of the LocalExecutor, or Celery workers) → `gather` (the best of the
 candidates that finished; a candidate that failed after its retry is named in the run report, and the run goes
 on when at least one finished) → `evaluate` → `register` (@challenger, promotion gate: the **commit point**) →
-`publish` (the run's layers and reports become the project's) → `push_features` (Redis, atomic switch) →
+`publish` (the run's reports, and its layers when promoted, become the project's) → `push_features` (Redis,
+atomic switch, when the layers were published) →
 `notify_serving` → `report`. Models and results move through the MLflow store, XCom carries only ids.
 
-A failure before the gate runs `restore_on_failure`: the raw table and its `.dvc` file go back to the
-previous data version; the project's layers, the champion and the feature store were never touched (the
-stages of a run write into `data/runs/<run id>/`). Every task calls the same functions as `churnops train`
-and `dvc repro` (`pipeline/`); docs/airflow.md explains the parameters.
+A failure up to the gate (a failed or killed task, `register` included) runs `restore_on_failure`: the raw
+table and its `.dvc` file go back to the previous data version, and the registry's aliases (`@champion`,
+`@challenger`, `@previous`) to where they were before `register`; the project's layers and the feature store
+were never touched (the stages of a run write into `data/runs/<run id>/`). After the gate the data follows
+the champion: a run that is not promoted publishes its reports only, keeps the project's layers and feature
+store, and puts the raw table back to the champion's data version (the run report's `next_training_data`).
+Every task calls the same functions as `churnops train` and `dvc repro` (`pipeline/`); docs/airflow.md
+explains the parameters.
 """
 
 from __future__ import annotations
@@ -190,11 +195,11 @@ def churn_training():
 
     @task
     def register(ctx: dict, evaluated: dict) -> dict:
-        """Register the best candidate as @challenger; the promotion gate decides about @champion."""
-        from pipeline.modelling import register_stage
-        from pipeline.training_run import run_settings
+        """Register the best candidate as @challenger; the promotion gate decides about @champion. The
+        registry's aliases are kept first, for restore_on_failure (and a retry starts from them)."""
+        from pipeline.training_run import register
 
-        report = register_stage(run_settings(ctx))
+        report = register(ctx)
         return {
             "registered_version": report["registered_version"],
             "champion": report["champion"],
@@ -204,17 +209,19 @@ def churn_training():
 
     @task
     def publish(ctx: dict, registered: dict) -> dict:
-        """Copy the run's validated and gold layers and its reports into the project."""
+        """Copy the run's reports into the project, and its validated and gold layers when its table is the
+        one retraining uses next; a run that was not promoted puts the raw table back to the champion's."""
         from pipeline.training_run import publish
 
         return publish(ctx)
 
     @task(retries=3)
     def push_features(ctx: dict, published: dict) -> dict:
-        """Push every customer's features to the Redis feature store (readers switch atomically)."""
+        """Push every customer's features to the Redis feature store (readers switch atomically), when the
+        run's layers were published; otherwise the store stays on the champion's data."""
         from pipeline.training_run import push_features
 
-        return push_features(ctx)
+        return push_features(ctx, published)
 
     @task
     def notify_serving(ctx: dict, registered: dict, pushed: dict) -> dict:
@@ -242,11 +249,13 @@ def churn_training():
             },
         )
         clean_staged_layers(ctx)
-        return {k: doc.get(k) for k in ("run_id", "reason", "training", "registry", "features", "serving")}
+        return {k: doc.get(k) for k in ("run_id", "reason", "training", "registry", "published", "features",
+                                         "serving", "next_training_data")}
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3)
     def restore_on_failure() -> dict:
-        """Runs only when a task before the gate failed: the previous raw table and data version come back."""
+        """Runs only when a task up to the gate failed (or was killed): the previous raw table and data
+        version come back, and so do the registry's aliases if register had moved them."""
         from pipeline.training_run import restore_data
 
         return restore_data(get_current_context()["run_id"])

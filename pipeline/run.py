@@ -3,13 +3,14 @@
 The order protects the last good state:
 1. the incoming file is read and validated *before* anything is touched (bad input changes nothing);
 2. a snapshot is taken of what the run may change: the raw table, its .dvc file, dvc.lock, every output of
-   dvc.yaml (validated and feature layers, reports) and the ``@champion`` alias;
+   dvc.yaml (validated and feature layers, reports) and the registry's aliases (``@champion``, ...);
 3. the new table replaces the raw table atomically, is `dvc add`-ed and pushed (a new data version);
 4. `dvc repro` runs the stages of dvc.yaml (the same ones `dvc repro` runs by hand) in a process group of
    its own;
 5. if any step after 1 fails, or the run is stopped (SIGTERM: a container stop, Airflow killing its task;
    SIGINT: Ctrl-C), the process group of `dvc repro` is ended (nothing of the run keeps running), the
-   snapshot is put back byte for byte and a champion moved by the interrupted register stage goes back.
+   snapshot is put back byte for byte and the aliases an interrupted register stage moved go back
+   (:func:`churnops.registry.restore_aliases`, which the ``churn_training`` DAG's restore uses too).
 """
 
 from __future__ import annotations
@@ -209,21 +210,29 @@ def _champion(settings: Settings) -> str | None:
         return None
 
 
-def _restore_champion(settings: Settings, before: str | None, why: str) -> None:
-    """An interrupted register stage may have moved @champion: put it back."""
+def _aliases_before(settings: Settings) -> dict[str, str] | None:
+    """The registry's aliases before the run (None: unreadable, so a failure cannot put them back)."""
     from churnops import registry
 
-    now = _champion(settings)
-    if now == before:
-        return
+    try:
+        return registry.aliases(settings)
+    except Exception as exc:  # noqa: BLE001 - the run may still succeed; say what a failure could not undo
+        log.warning("run.registry_unreadable", error=str(exc),
+                    note="the aliases cannot be put back if this run fails")
+        return None
+
+
+def _restore_aliases(settings: Settings, before: dict[str, str] | None, why: str) -> None:
+    """An interrupted or failed register stage may have moved @champion (and @challenger, @previous): put
+    them back as they were before the run (:func:`churnops.registry.restore_aliases`); log what could not."""
+    from churnops import registry
+
     if before is None:
-        log.error("run.champion_kept", champion=now,
-                  note="the first champion was set by the stopped run; `churnops models` shows it")
         return
     try:
-        registry.rollback(settings, to_version=before, reason=f"training run {why}: previous state restored")
+        registry.restore_aliases(settings, before, reason=f"training run {why}: previous state restored")
     except Exception as exc:  # noqa: BLE001 - restore what can be restored, say what could not
-        log.error("run.restore_failed", what="@champion", error=str(exc))
+        log.error("run.restore_failed", what="registry aliases", error=str(exc))
 
 
 def run_training(settings: Settings, data: Path | None = None, force: bool = False) -> dict:
@@ -238,7 +247,7 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
     with _stop_signals() as signals, tempfile.TemporaryDirectory(prefix=".churnops-snapshot-",
                                                                 dir=home) as snap_dir:
         snapshot: _Snapshot | None = None
-        champion_before: str | None = None
+        aliases_before: dict[str, str] | None = None
         try:
             if data is not None:
                 data = Path(data).resolve()
@@ -251,7 +260,7 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
             # 2. What the run may change.
             snapshot = _Snapshot.take(Path(snap_dir), [raw, dvc_file_for(raw), home / "dvc.lock",
                                                        *pipeline_outputs(home)])
-            champion_before = _champion(settings)
+            aliases_before = _aliases_before(settings)
             # 3-4.
             if data is not None and not same_content(data, raw):
                 with atomic_path(raw) as tmp:
@@ -272,7 +281,7 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
                                          exc.signum) from None
                 raise
             snapshot.restore()
-            _restore_champion(settings, champion_before, why)
+            _restore_aliases(settings, aliases_before, why)
             log.warning("pipeline.restored", data_version=data_version(dvc_file_for(raw)))
             if stopped or signals.received:
                 signum = exc.signum if isinstance(exc, _Stopped) else signals.received[0]

@@ -12,7 +12,10 @@ comparison of the run's table with the champion's (``data_check``): the positive
 feature's distribution (the drift monitor's tests), flagged when they moved far beyond the drift thresholds
 (``register.data_shift_factor`` times the monitor's effect-size floors, or a label rate changed by more
 than ``register.max_label_rate_change`` of itself). `churnops train` and the ``churn_training`` DAG apply
-the rule once the run is complete (:func:`apply_rule`).
+the rule once the run is complete (:func:`apply_rule`). The DAG also publishes a run's layers and pushes its
+features only when its table is the one retraining uses next (:func:`layers_follow_run`): after a run that
+was not promoted, the project's layers, the Redis feature store and so batch scoring stay on the champion's
+data; the run's reports are published either way.
 """
 
 from __future__ import annotations
@@ -115,6 +118,13 @@ def next_training_data(this_version: str, promoted: bool, champion: dict[str, An
                f"`churnops train --data`)") if version != this_version else \
             f"the champion v{champion['version']}'s table (the same as this run's)"
     return {"data_version": version, "this_run": this_version, "why": why, "rule": RULE}
+
+
+def layers_follow_run(report: dict[str, Any]) -> bool:
+    """Whether a completed run's layers (validated, gold) and features become the project's: only when its
+    table is the one retraining uses next (``next_training_data``), so the layers, the feature store and
+    batch scoring stay on the champion's data after a run that was not promoted."""
+    return (report.get("next_training_data") or {}).get("data_version") == report.get("data_version")
 
 
 def apply_rule(settings: Settings, report: dict[str, Any], previous: dict[Path, Path | None]) -> str | None:

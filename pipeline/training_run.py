@@ -14,10 +14,13 @@ calls the same stage functions, with two differences that a multi-task run needs
   the workspace, so the stages of a run never overwrite the project's current layers. The raw table is
   versioned in place (``dvc add`` + ``push``, like the CLI) after a snapshot of it and its ``.dvc`` file.
 
-The commit point is the register stage (the promotion gate moves ``@champion`` or not). Before it, a failure
-restores the raw table and its ``.dvc`` file from the snapshot (:func:`restore_data`) and leaves the
-project's layers, the champion and the feature store untouched. After it, :func:`publish` copies the
-run's layers and reports into the project (atomic file replaces), and the features are pushed.
+The commit point is the register stage (the promotion gate moves ``@champion`` or not); :func:`register`
+keeps the registry's aliases first. Up to it, a failure restores the raw table and its ``.dvc`` file from
+the snapshot and the aliases a failed register moved (:func:`restore_data`), and leaves the project's
+layers and the feature store untouched. After it, :func:`publish` copies the run's reports into the project
+(atomic file replaces) and, when the run's table is the one retraining uses next (its model was promoted:
+:func:`pipeline.training_data.layers_follow_run`), its layers, whose features :func:`push_features` then
+pushes; a run that was not promoted leaves the layers and the feature store on the champion's data.
 """
 
 from __future__ import annotations
@@ -276,12 +279,39 @@ def run_dir_for(run_id: str, home: Path | str | None = None) -> Path:
     return base_settings(home).path(RUNS_DIR) / safe_run_id(run_id)
 
 
+ALIASES_FILE = "aliases.json"  # in the run's snapshot folder: the registry's aliases before `register`
+
+
+def register(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The register stage (the commit point), with the registry's aliases kept first.
+
+    The aliases before the stage are written to the run's snapshot (``aliases.json``), so that
+    :func:`restore_data` can put back whatever a failed or killed stage moved. A retry finds that file and
+    first puts the aliases back as they were before the run's first attempt, then registers again.
+    """
+    from churnops import registry
+    from pipeline.modelling import register_stage
+
+    c = RunContext.from_dict(ctx)
+    settings = run_settings(ctx)
+    kept = c.snapshot_dir / ALIASES_FILE
+    if kept.is_file():  # a retry: undo what the failed attempt moved
+        registry.restore_aliases(settings, json.loads(kept.read_text()),
+                                 reason=f"churn_training run {c.run_id}: register retried")
+    else:
+        write_json_atomic(kept, registry.aliases(settings))
+    return register_stage(settings)
+
+
 def restore_data(run_id: str, home: Path | str | None = None) -> dict[str, Any]:
-    """Put back the raw table and its .dvc file as they were before run `run_id` (after a failure).
+    """Put back the raw table and its .dvc file as they were before run `run_id` (after a failure), and the
+    registry's aliases when a failed or killed register stage moved them (@champion by a recorded rollback:
+    :func:`churnops.registry.restore_aliases`, the mechanism `churnops train` uses too).
 
     Works from the run id alone, so it also runs when the run failed before its workspace was complete.
     """
-    snapshot_dir = run_dir_for(run_id, home) / "snapshot"
+    run_dir = run_dir_for(run_id, home)
+    snapshot_dir = run_dir / "snapshot"
     snap_file = snapshot_dir / "snapshot.json"
     if not snap_file.is_file():
         log.info("run.restore", run_id=run_id, action="nothing to restore: the raw table was not touched")
@@ -298,41 +328,63 @@ def restore_data(run_id: str, home: Path | str | None = None) -> dict[str, Any]:
         else:
             dest.unlink(missing_ok=True)
     log.warning("run.restored", run_id=run_id, raw=snap["raw"], data_version=snap["previous_data_version"])
-    return {"restored": True, "data_version": snap["previous_data_version"]}
+    out: dict[str, Any] = {"restored": True, "data_version": snap["previous_data_version"]}
+    kept = snapshot_dir / ALIASES_FILE
+    if kept.is_file():  # the register stage started: put back what it moved (raises: the task retries)
+        from churnops import registry
+
+        params = run_dir / "params.yaml"
+        settings = load_settings(home=home, params_path=params) if params.is_file() else base_settings(home)
+        out["aliases"] = registry.restore_aliases(
+            settings, json.loads(kept.read_text()), reason=f"churn_training run {run_id} failed: previous "
+                                                           f"state restored")
+    return out
 
 
 # -- after the commit point ----------------------------------------------------------------------
 def publish(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Copy the run's validated and gold layers and its reports into the project (each file atomically),
-    then apply the training-data rule (:mod:`pipeline.training_data`): a run that was not promoted puts the
-    raw table back to the champion's data version."""
-    from pipeline.training_data import apply_rule
+    """Copy the run's reports into the project, and its validated and gold layers when its table is the one
+    retraining uses next (each file atomically); then apply the training-data rule
+    (:mod:`pipeline.training_data`): a run that was not promoted leaves the project's layers as they were
+    and puts the raw table back to the champion's data version."""
+    from pipeline.training_data import apply_rule, layers_follow_run
     from pipeline.versioning import dvc_file_for
 
     c = RunContext.from_dict(ctx)
     run = run_settings(ctx)
     project = base_settings(c.home)
-    pairs: list[tuple[Path, Path]] = [(run.validated_path, project.validated_path)]
+    report = json.loads((run.reports_dir / "run_report.json").read_text())
+    layers: list[tuple[Path, Path]] = [(run.validated_path, project.validated_path)]
     for name in ("customers.parquet", "train.parquet", "test.parquet"):
-        pairs.append((run.features_dir / name, project.features_dir / name))
+        layers.append((run.features_dir / name, project.features_dir / name))
+    reports: list[tuple[Path, Path]] = []
     for src in sorted(p for p in run.reports_dir.rglob("*") if p.is_file()):
         rel = src.relative_to(run.reports_dir)
         if rel.parts[0] == "incoming":
             continue
-        pairs.append((src, project.reports_dir / rel))
-    missing = [str(s) for s, _ in pairs if not s.is_file()]
+        reports.append((src, project.reports_dir / rel))
+    missing = [str(s) for s, _ in layers + reports if not s.is_file()]
     if missing:
         raise TrainingRunError(f"the run's workspace lacks {missing}: the stages did not all run")
+    follow = layers_follow_run(report)
+    pairs = (layers if follow else []) + reports
     for src, dest in pairs:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
-    log.info("run.published", run_id=c.run_id, files=len(pairs), gold=str(project.features_dir))
-    report = json.loads((run.reports_dir / "run_report.json").read_text())
+    nxt = report.get("next_training_data") or {}
+    if follow:
+        log.info("run.published", run_id=c.run_id, files=len(pairs), gold=str(project.features_dir))
+    else:
+        log.warning("run.layers_kept", run_id=c.run_id, reports=len(pairs),
+                    data_version=nxt.get("data_version"), rejected=report.get("data_version"),
+                    note="the project's layers and feature store stay on the champion's data")
     snap = c.snapshot_dir
     before = {project.raw_path: snap / "raw", dvc_file_for(project.raw_path): snap / "raw.dvc"}
-    kept = apply_rule(project, report, {k: v if v.is_file() else None for k, v in before.items()})
+    apply_rule(project, report, {k: v if v.is_file() else None for k, v in before.items()})
     return {
-        "next_training_data": kept or (report.get("next_training_data") or {}).get("data_version"),
+        "layers": follow,
+        "next_training_data": nxt.get("data_version"),
+        "why": nxt.get("why"),
         "files": len(pairs),
         "validated": str(project.validated_path),
         "features_dir": str(project.features_dir),
@@ -340,14 +392,20 @@ def publish(ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def push_features(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Push the run's gold layer to the Redis feature store (atomic version switch)."""
+def push_features(ctx: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
+    """Push the run's gold layer to the Redis feature store (atomic version switch), when :func:`publish`
+    published it; otherwise the store stays on the champion's data, untouched."""
     from churnops.feature_store import FeatureStore
 
+    if not published.get("layers"):
+        log.info("features.kept", run_id=RunContext.from_dict(ctx).run_id,
+                 data_version=published.get("next_training_data"))
+        return {"pushed": False, "reason": "the run's model was not promoted: the feature store keeps the "
+                                           "champion's data"}
     settings = run_settings(ctx)
     store = FeatureStore.from_settings(settings)
     result = store.push_file(settings.features_dir / "customers.parquet")
-    return result.to_dict()
+    return {"pushed": True, **result.to_dict()}
 
 
 def notify_serving(
@@ -428,6 +486,7 @@ def finish_run(ctx: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         "started_at": c.created_at,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **{k: v for k, v in results.items() if v is not None},
+        "next_training_data": pipeline_report.get("next_training_data"),
         "pipeline": pipeline_report,
     }
     write_json_atomic(c.dir / "run_report.json", report)

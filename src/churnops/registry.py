@@ -21,6 +21,10 @@ data (the schema changed) it is promoted with that reason. The decision (``promo
 ``undecided``, with the difference, its interval and p-value) is returned, logged and recorded as tags on the
 challenger version and the training's parent run.
 
+A training run that fails or is stopped after its register step moved aliases puts them back:
+:func:`aliases` before the step, :func:`restore_aliases` after the failure (``churnops train`` and the
+``churn_training`` DAG both do).
+
 Loading resolves ``@champion`` to a version once and then loads ``models:/<name>/<version>``, so an alias
 that moves meanwhile cannot mix versions.
 
@@ -637,6 +641,50 @@ def register_best(settings: Settings, result: TrainingResult, test_df: pd.DataFr
     set_challenger(settings, version)
     _client(settings).set_tag(result.parent_run_id, "registered_version", version)
     return promote(settings, version, test_df, parent_run_id=result.parent_run_id)
+
+
+# -- restoring a run's aliases -------------------------------------------------------------------
+def aliases(settings: Settings) -> dict[str, str]:
+    """alias -> version of the registered model ({} before the first registration): a snapshot that
+    :func:`restore_aliases` puts back."""
+    return _aliases(_client(settings), _name(settings))
+
+
+def restore_aliases(settings: Settings, before: Mapping[str, str], reason: str) -> dict[str, str | None]:
+    """Put every alias back where `before` (a snapshot of :func:`aliases`) had it, after a training run that
+    failed or was stopped once it had moved some; return alias -> the version it points at again (None:
+    removed, it did not exist before).
+
+    ``@champion`` goes back through :func:`rollback` (recorded as ``rollback.*`` tags, like an operator's
+    rollback); a champion that did not exist before is removed. The other aliases (``@challenger``,
+    ``@previous``) are set, or removed, to match `before`. Aliases that did not move are not touched.
+    """
+    client = _client(settings)
+    name = _name(settings)
+    moved = now = _aliases(client, name)
+    champion = before.get(CHAMPION)
+    if now.get(CHAMPION) != champion:
+        if champion is None:
+            client.delete_registered_model_alias(name, CHAMPION)
+            log.warning("registry.champion_removed", model=name, version=now.get(CHAMPION), reason=reason)
+        elif now.get(CHAMPION) is None:  # nothing to roll back from
+            client.set_registered_model_alias(name, CHAMPION, champion)
+        else:
+            rollback(settings, to_version=champion, reason=reason)
+        now = _aliases(client, name)
+    for alias in sorted((set(now) | set(before)) - {CHAMPION}):
+        if now.get(alias) == before.get(alias):
+            continue
+        if alias in before:
+            client.set_registered_model_alias(name, alias, before[alias])
+        else:
+            client.delete_registered_model_alias(name, alias)
+    restored = {alias: before.get(alias) for alias in sorted(set(moved) | set(before))
+                if moved.get(alias) != before.get(alias)}
+    if restored:
+        log.warning("registry.aliases_restored", model=name, reason=reason,
+                    **{alias: version or "(removed)" for alias, version in restored.items()})
+    return restored
 
 
 # -- rollback ------------------------------------------------------------------------------------

@@ -131,20 +131,44 @@ def project_env(monkeypatch: pytest.MonkeyPatch, dags_redis_url: str) -> Callabl
     return _use
 
 
-@pytest.fixture(scope="session")
-def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A home whose pipeline ran once through the CLI path (`churnops train --data`): a champion exists."""
+def train_with_cli_path(home: Path, data: Path) -> dict[str, Any]:
+    """`churnops train --data` (pipeline.run.run_training) in `home`, isolated from the caller's stores."""
     from churnops.settings import load_settings
     from pipeline.run import run_training
 
-    home = make_project(tmp_path_factory.mktemp("trained") / "home")
     with pytest.MonkeyPatch.context() as mp:
         for var in ISOLATED_ENV:
             mp.delenv(var, raising=False)
-        settings = load_settings(home=home)
-        report = run_training(settings, home / "incoming" / "customers.csv")
+        return run_training(load_settings(home=home), data)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home whose pipeline ran once through the CLI path (`churnops train --data`): a champion exists."""
+    home = make_project(tmp_path_factory.mktemp("trained") / "home")
+    report = train_with_cli_path(home, home / "incoming" / "customers.csv")
     assert report.get("promotion", {}).get("promoted"), report
     yield home
+
+
+@pytest.fixture(scope="session")
+def weak_champion_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose champion (v1, logistic regression) was trained on shuffled labels: it learned nothing,
+    so a model trained on the real labels of the same kind of table is promoted over it (a clear gain)."""
+    import numpy as np
+    import pandas as pd
+
+    from churnops.settings import load_settings
+
+    home = make_project(tmp_path_factory.mktemp("weak") / "home",
+                        {"train": {"candidates": ["logistic_regression"]}})
+    target = load_settings(home=home, env={}).schema.target.column
+    frame = pd.read_csv(home / "incoming" / "customers.csv", dtype=str, keep_default_na=False)
+    frame[target] = np.random.default_rng(0).permutation(frame[target].to_numpy())
+    frame.to_csv(home / "incoming" / "shuffled.csv", index=False)
+    report = train_with_cli_path(home, home / "incoming" / "shuffled.csv")
+    assert report.get("promotion", {}).get("promoted") and report["registered_version"] == "1", report
+    return home
 
 
 @pytest.fixture

@@ -226,3 +226,62 @@ def test_a_run_whose_every_candidate_fails_restores_the_data_and_keeps_the_champ
     assert states["restore_on_failure"] == "success"
     assert _state(home) == before, "the raw table, its .dvc file, the layers and reports are as before"
     assert registry.champion_version(load_settings(home=home)) == champion_before
+
+
+def _layers(home: Path) -> dict[str, str]:
+    """Fingerprints of the raw table, its .dvc pointer and the published layers."""
+    return {f: md5(home / f) for f in _state(home) if f != "reports/run_report.json"}
+
+
+def test_data_follows_the_champion_a_run_not_promoted_moves_no_data_layer_or_feature_a_promoted_one_does(
+    airflow_db, dagbag, weak_champion_home: Path, tmp_path: Path, project_env
+) -> None:
+    from churnops import registry
+    from churnops.data.generate import generate_to_csv
+    from churnops.feature_store import FeatureStore
+    from churnops.io import safe_run_id
+    from churnops.settings import load_settings
+    from pipeline.versioning import data_version, dvc_file_for
+
+    home = _copy_home(weak_champion_home, tmp_path / "home")
+    project_env(home)
+    settings = load_settings(home=home)
+    store = FeatureStore.from_settings(settings)
+    store.push_file(settings.features_dir / "customers.parquet")  # `churnops features push`: the champion's
+    champion_data = data_version(dvc_file_for(settings.raw_path))
+    before = _layers(home)
+    features_before = store.current_version()
+    good = generate_to_csv(settings.schema, rows=1500, seed=11, out=tmp_path / "good.csv")
+    conf = {"data_path": str(good), "candidates": ["logistic_regression"], "search_iterations": 1}
+
+    # not promoted: no challenger beats the champion by a whole ROC-AUC
+    kept = dagbag.dags["churn_training"].test(run_conf={**conf, "promotion_margin": 1.0, "reason": "kept"})
+
+    assert dag_run_state(kept) == "success", task_states(kept)
+    report = json.loads((home / "data/runs" / safe_run_id(kept.run_id) / "run_report.json").read_text())
+    assert report["pipeline"]["promotion"]["promoted"] is False
+    assert report["pipeline"]["data_version"] == md5(good) != champion_data
+    assert report["next_training_data"]["data_version"] == champion_data  # what retraining uses next
+    assert report["published"]["layers"] is False and report["features"]["pushed"] is False
+    assert _layers(home) == before, "raw table, pointer and layers stay on the champion's data"
+    assert store.current_version() == features_before, "the feature store keeps the champion's features"
+    assert registry.champion_version(settings) == "1"
+    published = json.loads((settings.reports_dir / "run_report.json").read_text())
+    assert published["registered_version"] == report["pipeline"]["registered_version"]  # the run's report
+
+    # promoted: the same table with its real labels beats the champion that learned nothing
+    # (None: params.yaml's margin; dag.test() keeps the previous run's conf in the DAG's params otherwise)
+    moved = dagbag.dags["churn_training"].test(
+        run_conf={**conf, "promotion_margin": None, "reason": "better"})
+
+    assert dag_run_state(moved) == "success", task_states(moved)
+    report = json.loads((home / "data/runs" / safe_run_id(moved.run_id) / "run_report.json").read_text())
+    assert report["pipeline"]["promotion"]["promoted"] is True, report["pipeline"]["promotion"]
+    assert report["next_training_data"]["data_version"] == md5(good)
+    assert data_version(dvc_file_for(settings.raw_path)) == md5(good) == md5(settings.raw_path)
+    after = _layers(home)
+    assert all(after[f] != before[f] for f in after), "the raw table, pointer and every layer moved"
+    assert report["published"]["layers"] is True and report["features"]["pushed"] is True
+    assert store.current_version() not in (None, features_before)
+    assert store.info()["rows"] == 1500
+    assert registry.champion_version(settings) == report["pipeline"]["registered_version"]

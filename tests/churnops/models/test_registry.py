@@ -202,6 +202,33 @@ def test_failed_training_leaves_the_champion_untouched(story) -> None:
     assert after == before and registry.champion_version(story.settings) == "2"
 
 
+def test_restore_aliases_puts_back_what_a_stopped_training_run_moved(story) -> None:
+    settings = story.settings
+    client = _client(settings)
+    name = settings.params.register_.model_name
+    before = registry.aliases(settings)
+    assert before == {"champion": "2", "previous": "1", "challenger": "3"}
+    # a register step stopped after the gate moved them (and another alias went astray)
+    for alias, version in (("champion", "3"), ("previous", "2"), ("challenger", "1")):
+        client.set_registered_model_alias(name, alias, version)
+
+    restored = registry.restore_aliases(settings, before, reason="training run stopped by SIGTERM")
+
+    assert restored == {"champion": "2", "previous": "1", "challenger": "3"}
+    assert registry.aliases(settings) == before
+    mv3 = client.get_model_version(name, "3")  # the champion went back by a recorded rollback
+    assert mv3.tags["rollback.replaced_by"] == "2"
+    assert mv3.tags["rollback.reason"] == "training run stopped by SIGTERM"
+    assert registry.restore_aliases(settings, before, reason="again") == {}  # nothing moved: nothing done
+
+    # a run before the first champion: its aliases are removed; then put back as the story had them
+    assert registry.restore_aliases(settings, {}, reason="first run stopped") == {
+        "champion": None, "previous": None, "challenger": None}
+    assert registry.aliases(settings) == {}
+    assert registry.restore_aliases(settings, before, reason="story") == before
+    assert registry.aliases(settings) == before
+
+
 def test_rollback_restores_the_previous_champion_and_records_why(story) -> None:
     # runs last: it moves @champion and leaves it where it found it
     from churnops.cli import main
