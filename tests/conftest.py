@@ -36,6 +36,32 @@ FAST_TRAIN = {
     },
 }
 
+# Missing-value policies (schema.missing) for tables with gaps: an imputed numeric column with an indicator,
+# a constant fill, a categorical column filled with its most frequent value.
+GAP_POLICIES = {
+    "Credit_Limit": {"impute": "median", "indicator": True},
+    "Total_Revolving_Bal": {"impute": "constant", "value": 0},
+    "Education_Level": {"impute": "most_frequent"},
+}
+
+
+def table_with_gaps(schema: Any, path: Path, rows: int = 1500, seed: int = 21) -> Path:
+    """A generated customer table with blanks: empty fields and whitespace-only ones (as a telecom export
+    has), in the three columns of GAP_POLICIES (rows // 25 gaps in each)."""
+    import numpy as np
+
+    from churnops.data.generate import generate
+
+    frame = generate(schema, rows, seed).astype(object)
+    rng = np.random.default_rng(seed)
+    for col in GAP_POLICIES:
+        gaps = rng.choice(rows, size=rows // 25, replace=False)
+        frame.loc[gaps[::2], col] = ""
+        frame.loc[gaps[1::2], col] = " "
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
 
 @pytest.fixture(autouse=True)
 def _environment_restored() -> Iterator[None]:

@@ -171,15 +171,41 @@ def weak_champion_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.fixture
-def scoring_home(trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the trained home (champion + gold layer) that this test may write scores into."""
+@pytest.fixture(scope="session")
+def gaps_trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose champion was trained (CLI path) on a table with gaps: blank and whitespace-only cells in
+    the columns of tests.conftest.GAP_POLICIES, imputed by the policies of params.yaml schema.missing. Its
+    gold layer keeps the gaps."""
+    from churnops.settings import load_settings
+    from tests.conftest import GAP_POLICIES, table_with_gaps
+
+    home = make_project(tmp_path_factory.mktemp("gaps") / "home",
+                        {"schema": {"missing": GAP_POLICIES}, "train": {"candidates": ["xgboost"]}})
+    data = table_with_gaps(load_settings(home=home, env={}).schema, home / "incoming" / "gaps.csv")
+    report = train_with_cli_path(home, data)
+    assert report.get("promotion", {}).get("promoted"), report
+    return home
+
+
+def _scoring_copy(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ISOLATED_ENV:
         monkeypatch.delenv(var, raising=False)
     home = tmp_path / "home"
-    shutil.copytree(trained_home, home, symlinks=True)
+    shutil.copytree(trained, home, symlinks=True)
     # the copy's registry still points at the trained home's MLflow store (absolute artifact paths)
     return home
+
+
+@pytest.fixture
+def scoring_home(trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the trained home (champion + gold layer) that this test may write scores into."""
+    return _scoring_copy(trained_home, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def gaps_scoring_home(gaps_trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the home trained on a table with gaps, whose gold layer keeps them."""
+    return _scoring_copy(gaps_trained_home, tmp_path, monkeypatch)
 
 
 def dag_run_state(dr: Any) -> str:

@@ -170,3 +170,63 @@ def test_score_command_writes_to_postgresql_by_url(scoring_home: Path, postgres_
     scores = _scores(settings)
     assert len(scores) == len(pd.read_parquet(settings.features_dir / "customers.parquet"))
     assert scores.anomaly.dtype == bool and str(scores.scored_at.dt.tz) == "UTC"
+
+
+# -- a gold layer with gaps (blank cells in columns with a schema.missing policy) --------------------
+def _assert_gaps_scored(settings, scores: pd.DataFrame) -> None:
+    """Every customer scored, those with gaps too, each gap filled by the champion's own encoder."""
+    import numpy as np
+
+    from churnops import registry
+    from tests.conftest import GAP_POLICIES
+
+    schema = settings.schema
+    gold = pd.read_parquet(settings.features_dir / "customers.parquet")
+    gaps = gold[list(GAP_POLICIES)].isna()
+    assert gaps.sum().min() > 0, "the gold layer keeps the gaps of every policy column"
+    assert len(scores) == len(gold) and set(scores.customer_id) == set(gold[schema.id_column].astype(str))
+    assert scores.churn_probability.notna().all()
+    champion = registry.load_champion(settings)
+    assert set(scores.model_version) == {champion.version}
+    got = scores.set_index("customer_id").churn_probability
+    gapped = gold[gaps.any(axis=1)]
+    ids = gapped[schema.id_column].astype(str)
+    # the library's own path (the sklearn Pipeline with the encoder's fill values) gives the same numbers
+    expected = champion.scorer.pipeline.predict_proba(gapped[schema.feature_columns])[:, 1]
+    np.testing.assert_allclose(got.loc[ids].to_numpy(), expected, atol=1e-6)
+    # and a gap scores as the value the encoder learned at training (columns without an indicator feature)
+    encoder = champion.scorer.encoder
+    plain = gapped[~gaps.loc[gapped.index, "Credit_Limit"]]
+    assert len(plain) > 0
+    filled = plain[schema.feature_columns].fillna(
+        {c: encoder.fill_[c] for c in ("Total_Revolving_Bal", "Education_Level")})
+    by_fill = champion.scorer.pipeline.predict_proba(filled)[:, 1]
+    np.testing.assert_allclose(got.loc[plain[schema.id_column].astype(str)].to_numpy(), by_fill, atol=1e-6)
+
+
+def test_score_command_scores_a_gold_layer_with_gaps(gaps_scoring_home: Path) -> None:
+    import os
+
+    from churnops.settings import load_settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_"))}
+    churnops = Path(sys.executable).parent / "churnops"
+    proc = subprocess.run([str(churnops), "--home", str(gaps_scoring_home), "score", "--run-id", "gaps-1"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    settings = load_settings(home=gaps_scoring_home)
+    _assert_gaps_scored(settings, _scores(settings, "gaps-1"))
+
+
+def test_batch_scoring_dag_scores_a_gold_layer_with_gaps(
+    airflow_db, dagbag, gaps_scoring_home: Path, project_env
+) -> None:
+    from churnops.settings import load_settings
+
+    project_env(gaps_scoring_home)
+    dr = dagbag.dags["churn_batch_scoring"].test(run_conf={"top_n": 3})
+
+    assert dag_run_state(dr) == "success", task_states(dr)
+    settings = load_settings(home=gaps_scoring_home)
+    _assert_gaps_scored(settings, _scores(settings, dr.run_id))
+    assert len(xcom_value(dr, "top_at_risk")) == 3

@@ -4,15 +4,14 @@ field with the policy training used (params.yaml schema.missing)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import requests
 import yaml
 
+from tests.conftest import GAP_POLICIES, table_with_gaps
 from tests.serving.conftest import (
     SERVING_OVERRIDES,
     LiveServer,
@@ -24,29 +23,9 @@ from tests.serving.conftest import (
 
 pytestmark = pytest.mark.integration
 
-POLICIES = {
-    "Credit_Limit": {"impute": "median", "indicator": True},
-    "Total_Revolving_Bal": {"impute": "constant", "value": 0},
-    "Education_Level": {"impute": "most_frequent"},
-}
 FAST_XGBOOST = {"candidates": ["xgboost"], "cv_folds": 2, "n_jobs": 1, "search_iterations": {"xgboost": 1}}
 XGBOOST_SPACE = {"n_estimators": {"choice": [40]}, "max_depth": {"choice": [3]},
                  "learning_rate": {"choice": [0.2]}}
-
-
-def table_with_gaps(schema: Any, path: Path, rows: int = 1500, seed: int = 21) -> Path:
-    """A generated customer table with blanks: empty fields and whitespace-only ones (as a telecom export
-    has), in the three columns that have a policy."""
-    from churnops.data.generate import generate
-
-    frame = generate(schema, rows, seed).astype(object)
-    rng = np.random.default_rng(seed)
-    for col in POLICIES:
-        gaps = rng.choice(rows, size=rows // 25, replace=False)
-        frame.loc[gaps[::2], col] = ""
-        frame.loc[gaps[1::2], col] = " "
-    frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, serving_redis: Any) -> Mod
 
     root = tmp_path_factory.mktemp("gaps")
     home = write_home(root / "home", deep_merge(SERVING_OVERRIDES, {
-        "schema": {"missing": POLICIES}, "train": FAST_XGBOOST,
+        "schema": {"missing": GAP_POLICIES}, "train": FAST_XGBOOST,
         "feature_store": {"namespace": "churnops-gaps"}}))
     params = yaml.safe_load((home / "params.yaml").read_text())
     params["train"]["search_spaces"] = {"xgboost": XGBOOST_SPACE}  # replaced, not merged
@@ -72,7 +51,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, serving_redis: Any) -> Mod
     report = validate_table(read_table(path, settings.schema), settings.schema, settings.params.validate_)
     assert report.ok, report.to_text()
     warned = {i.column: i for i in report.find("missing_values")}
-    assert set(warned) == set(POLICIES) and all(i.severity == "warning" for i in warned.values())
+    assert set(warned) == set(GAP_POLICIES) and all(i.severity == "warning" for i in warned.values())
     assert warned["Credit_Limit"].rows == 60 and "imputed by median" in warned["Credit_Limit"].message
 
     gold = to_gold(report.clean, settings)
