@@ -34,7 +34,7 @@ from churnops.logs import get_logger
 from churnops.settings import Settings
 from pipeline.layers import check_table
 from pipeline.processes import stop_process_group
-from pipeline.training_data import apply_rule
+from pipeline.training_data import apply_rule, layers_follow_run
 from pipeline.versioning import (
     VersioningError,
     _dvc_executable,
@@ -152,12 +152,18 @@ class _Snapshot:
         copy = self.files.get(path)
         return copy is not None and same_content(copy, path)
 
-    def restore(self) -> None:
+    def restore(self, keep: tuple[Path, ...] = ()) -> None:
+        """Put every snapshotted path back; the `keep` paths (and what is below them) stay as they are."""
+        def kept(path: Path) -> bool:
+            return any(path.is_relative_to(k) for k in keep)
+
         for tree, members in self.trees.items():  # files the run added to a folder go
-            if tree.is_dir():
+            if tree.is_dir() and not kept(tree):
                 for extra in (p for p in tree.rglob("*") if p.is_file() and p not in members):
                     extra.unlink(missing_ok=True)
         for path, copy in self.files.items():
+            if kept(path):
+                continue
             if copy is None:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
@@ -294,6 +300,12 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
         report = json.loads(report_path.read_text())
         signals.defer()  # the run is complete: the data rule is applied whole
         apply_rule(settings, report, snapshot.files)
+        if not layers_follow_run(report):
+            # the layers and dvc.lock go back with the raw table (as churn_training's publish does), so what
+            # `features push` and `score` read next is the champion's data; this run's reports stay: they
+            # say what was tried and why it was not kept
+            snapshot.restore(keep=(settings.reports_dir, raw, dvc_file_for(raw)))
+            log.warning("data.layers_kept_on_champion", rejected=report.get("data_version"))
     return {"retrained": True, **report}
 
 

@@ -1,5 +1,6 @@
 """Which table retraining uses next: the champion's. A completed run that is not promoted puts the raw
-table back to the champion's data version, and says so; a table far from the champion's is flagged.
+table, the layers and dvc.lock back to the champion's data version, and says so; a table far from the
+champion's is flagged.
 
 Real CLI, real DVC (cache and local remote), real MLflow store.
 """
@@ -48,6 +49,9 @@ def test_a_run_that_is_not_promoted_puts_the_champions_table_back_and_says_so(ho
     first = json.loads(run_cli(home, "train", "--data", "incoming/champion.csv", "--json").stdout)
     assert first["promotion"]["promoted"] is True
     champion_md5, champion_sha = first["data_version"], sha(home / "data/raw/customers.csv")
+    layers = ("data/validated/customers.parquet", "data/features/customers.parquet",
+              "data/features/train.parquet", "data/features/test.parquet", "dvc.lock")
+    champion_layers = {name: sha(home / name) for name in layers}
     assert first["next_training_data"]["data_version"] == champion_md5
 
     # the champion's table only on the DVC remote (a fresh clone, a cleaned cache): the check fetches it
@@ -70,6 +74,10 @@ def test_a_run_that_is_not_promoted_puts_the_champions_table_back_and_says_so(ho
     # the raw table (what drift-triggered retraining trains on) is the champion's again
     assert md5_of_pointer(home) == champion_md5
     assert sha(home / "data/raw/customers.csv") == champion_sha
+    # and so are the layers (what `features push` and `score` read) and dvc.lock, as the DAG's publish does;
+    # the run's own reports stay, saying what was tried
+    assert {name: sha(home / name) for name in layers} == champion_layers
+    assert json.loads((home / "reports/run_report.json").read_text())["data_version"] == odd_md5
     # the rejected table is still versioned: in the cache and the remote
     assert any((home / ".dvc-storage").rglob(odd_md5[2:]))
     # and it was flagged: its label rate moved far from the champion's
