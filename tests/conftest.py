@@ -17,6 +17,8 @@ import yaml
 from churnops.settings import deep_merge, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
+# project homes with a real pipeline, used by the pipeline and DAG tests alike
+pytest_plugins = ["tests.project_homes"]
 REAL_DATA = REPO.parent / "shared" / "data" / "BankChurners.csv"
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")

@@ -6,7 +6,7 @@ scikit-learn's ``IsolationForest`` and compiles its trees into flat numpy arrays
 :class:`OutlierDetector` scores rows without scikit-learn or joblib (its trees are walked by the compiled
 kernel of :mod:`churnops.trees`: microseconds for one row, where ``IsolationForest.score_samples`` took
 about 15 ms), so /predict can afford it; scores equal scikit-learn's
-(``tests/monitoring/test_outlier_detector.py``). It lives in the core so that serving and batch scoring
+(``tests/churnops/test_outliers.py``). It lives in the core so that serving and batch scoring
 can use it; it is saved with each candidate model as the run artifact ``outliers/isolation_forest.npz``.
 
 Score: the anomaly score of the Isolation Forest paper, ``2 ** (-mean path length / c(max_samples))``,

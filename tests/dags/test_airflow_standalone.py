@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.dags.conftest import make_project
+from tests.project_homes import make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.dags.conftest import make_project
+from tests.project_homes import make_project
 
 ROWS = 1500
 # One candidate keeps the two trainings (the demo's and the retraining) to seconds; its budget (2 settings,

@@ -26,8 +26,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.dags.conftest import ISOLATED_ENV
 from tests.pipeline.conftest import state
+from tests.project_homes import ISOLATED_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

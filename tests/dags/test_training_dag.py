@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.dags.conftest import dag_run_state, make_project, task_states
+from tests.dags.conftest import dag_run_state, task_states
+from tests.project_homes import make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dags.conftest import make_project
+from tests.project_homes import make_project
 
 
 def md5(path: Path) -> str:
