@@ -88,22 +88,17 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install -y {tool.split('-')[0]})")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    from benchmarks.bench_serving import free_port, lua_static, prepare_home, start_server, stop, wait_http
+    from benchmarks.bench_serving import lua_static, prepare_home, start_redis, start_server, stop, wait_http
     from churnops import registry
     from churnops.logs import configure_logging
     from serving.openapi import example_request
 
     configure_logging("WARNING")
     root = Path(tempfile.mkdtemp(prefix="bench-swap-"))
-    redis_port = free_port()
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly",
-                                   "no", "--dir", str(root)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    redis_proc, redis_url = start_redis(root)
     server = None
     results: dict[str, list[dict[str, float]]] = {"no traffic": [], "under /predict load": []}
     try:
-        time.sleep(0.5)
         print("preparing: data, model, registry, features ...", flush=True)
         settings, _ = prepare_home(root, redis_url, 10_000, 500, 6)
         first = registry.champion_version(settings)

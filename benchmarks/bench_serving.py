@@ -205,6 +205,15 @@ def start_server(settings: Any, factory: str, log: Path, redis_url: str,
     return proc, f"http://127.0.0.1:{port}"
 
 
+def start_redis(root: Path) -> tuple[subprocess.Popen, str]:
+    """A private redis-server (no persistence) on a free port, ready; its URL."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--dir", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
 def stop(proc: subprocess.Popen) -> None:
     from pipeline.processes import stop_process_group
 
@@ -446,14 +455,9 @@ def main() -> None:
 
     configure_logging("WARNING")
     root = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    redis_port = free_port()
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly",
-                                   "no", "--dir", str(root)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    redis_proc, redis_url = start_redis(root)
     servers: list[subprocess.Popen] = []
     try:
-        time.sleep(0.5)
         print("preparing: data, model, registry, features ...", flush=True)
         settings, ids = prepare_home(root, redis_url, args.rows, args.trees, args.depth)
         app_proc, app_url = start_server(settings, "benchmarks.bench_serving:bench_app", root / "app.log",
