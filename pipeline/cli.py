@@ -13,7 +13,9 @@ from churnops.cli import AppContext, echo_json, friendly_errors, pass_app
 
 @click.command()
 @click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A CSV in the configured schema to version and train on (default: the current raw table).")
+              help="The raw file of the selected source (params.yaml `source`: a customer table CSV in the "
+                   "schema, or transactions as CSV or Parquet) to version and train on (default: the current "
+                   "raw file).")
 @click.option("--force", is_flag=True, help="Rerun every stage even if DVC finds nothing changed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @pass_app

@@ -260,7 +260,8 @@ def run_training(settings: Settings, data: Path | None = None, force: bool = Fal
                 # 1. Refuse bad input before touching anything.
                 check_table(settings, data, report_dir=settings.reports_dir / "incoming")
             elif not raw.is_file():
-                raise PipelineError(f"no raw table at {raw}: pass --data PATH (a CSV in the schema)")
+                raise PipelineError(f"no raw file at {raw}: pass --data PATH (the raw file of source "
+                                    f"{settings.source})")
             ensure_repo(home)
             ensure_remote(home, settings.dvc_remote)
             # 2. What the run may change.

@@ -31,7 +31,7 @@ from churnops.io import atomic_path, write_text_atomic
 from churnops.logs import get_logger
 from churnops.redaction import redact_url
 from churnops.settings import Settings
-from pipeline.layers import LABEL, to_gold
+from pipeline.layers import LABEL, read_raw, to_gold
 from pipeline.versioning import VersioningError, data_version, dvc_file_for, fetch_data_version, run_dvc
 
 log = get_logger(__name__)
@@ -40,12 +40,11 @@ RULE = ("retraining uses the data the champion was trained on: a promoted run ma
         "a run that is not promoted puts the raw table back to the champion's data version")
 
 
-def _typed_gold(settings: Settings, csv: Path) -> pd.DataFrame:
-    from churnops.data.ingest import read_table
+def _typed_gold(settings: Settings, raw: Path) -> pd.DataFrame:
     from churnops.data.validate import validate_table
 
-    report = validate_table(read_table(csv, settings.schema), settings.schema, settings.params.validate_,
-                            source=str(csv))
+    report = validate_table(read_raw(settings, raw), settings.schema, settings.params.validate_,
+                            source=str(raw))
     return to_gold(report.clean, settings)
 
 

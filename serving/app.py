@@ -210,7 +210,7 @@ def _register_routes(app: Flask, state: ServingState) -> None:
         if model is None:
             return _error(503, "no model is loaded: " + (holder.last_error or "the champion is loading"))
         info = dict(model.info or {})
-        doc = {"name": info.get("name") or state.settings.params.register_.model_name,
+        doc = {"name": info.get("name") or state.settings.model_name,
                "version": str(model.version), "run_id": model.run_id, "candidate": info.get("candidate"),
                "kind": model.scorer.kind, "metrics": info.get("metrics") or {},
                "data_version": info.get("data_version"), "threshold": float(model.scorer.threshold),

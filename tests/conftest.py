@@ -267,7 +267,7 @@ def version_folder(settings: Any, version: str) -> Path:
 
     uri = settings.mlflow_tracking_uri
     location = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(
-        settings.params.register_.model_name, version)
+        settings.model_name, version)
     path = Path(urlparse(location).path if location.startswith("file:") else location)
     assert (path / "MLmodel").is_file(), f"no model files at {path}"
     return path

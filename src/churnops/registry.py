@@ -1,6 +1,7 @@
 """The model registry: the contract between training and serving.
 
-Registered model ``register.model_name`` (default ``churn-classifier``) with aliases (never stages):
+Registered model ``register.model_name`` (default ``churn-classifier``; ``transactions.model_name`` with
+``source: transactions``) with aliases (never stages):
 
 - ``@challenger``: the best candidate of the latest training run;
 - ``@champion``:   what serving loads; moved only by the promotion gate or by :func:`rollback`;
@@ -149,7 +150,7 @@ class ChampionModel:
 
 # -- plumbing ------------------------------------------------------------------------------------
 def _name(settings: Settings) -> str:
-    return settings.params.register_.model_name
+    return settings.model_name
 
 
 def _client(settings: Settings) -> MlflowClient:

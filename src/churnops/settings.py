@@ -117,6 +117,9 @@ class SchemaSettings(_Strict):
     ratios: dict[str, tuple[str, str]] = Field(default_factory=dict)
     fields: dict[str, str] = Field(default_factory=dict)  # column -> API field name overrides
     missing: dict[str, MissingPolicy] = Field(default_factory=dict)  # column -> policy; absent: refuse blanks
+    # a date column saying when a row was observed (a customer at a cut-off): kept through validation, never
+    # a feature; with it an id may repeat at other dates and the hold-out is the latest date's rows
+    time_column: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SchemaSettings:
@@ -133,9 +136,14 @@ class SchemaSettings(_Strict):
             if len(set(cats)) != len(cats):
                 raise ValueError(f"categorical column {col!r} lists a category twice")
         reserved = {self.id_column, self.target.column, *self.drop_columns}
+        if self.time_column is not None:
+            if self.time_column in reserved:
+                raise ValueError(f"time_column {self.time_column!r} is also the id, target or a dropped "
+                                 f"column")
+            reserved.add(self.time_column)
         clash = reserved & (set(self.numeric) | set(self.categorical))
         if clash:
-            raise ValueError(f"id/target/dropped columns cannot be features: {sorted(clash)}")
+            raise ValueError(f"id/time/target/dropped columns cannot be features: {sorted(clash)}")
         for col, policy in self.missing.items():
             self._check_policy(col, policy)
         return self
@@ -169,8 +177,13 @@ class SchemaSettings(_Strict):
         return [*self.numeric, *self.categorical]
 
     @property
+    def key_columns(self) -> list[str]:
+        """What names a row: the id, and the time column when there is one."""
+        return [self.id_column, *([self.time_column] if self.time_column else [])]
+
+    @property
     def required_columns(self) -> list[str]:
-        return [self.id_column, *self.feature_columns, self.target.column]
+        return [*self.key_columns, *self.feature_columns, self.target.column]
 
     def api_field(self, column: str) -> str:
         """The name an application uses for a column (`Customer_Age` -> `customer_age`)."""
@@ -564,6 +577,16 @@ class TransactionSettings(_Strict):
     cutoffs: CutoffSettings = CutoffSettings()
     rules: TransactionRules = TransactionRules()
     generate: TransactionGenerate = TransactionGenerate()
+    # the per-customer table this source yields: the schema validation, training and serving run on
+    # (feature columns named as features.sql's; the id, the cut-off as time_column, the label as text)
+    schema_: SchemaSettings | None = Field(None, alias="schema")
+    model_name: str = "churn-classifier-transactions"  # its own registered model
+
+    @model_validator(mode="after")
+    def _schema_fits(self) -> TransactionSettings:
+        if self.schema_ is not None and self.schema_.time_column is None:
+            raise ValueError("transactions.schema needs time_column (the cut-off date of each row)")
+        return self
 
 
 class Params(_Strict):
@@ -571,6 +594,8 @@ class Params(_Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)  # later sections (monitoring, ...) may add keys
 
+    # where the customer table comes from: a table as received, or built from transactions
+    source: Literal["customer_table", "transactions"] = "customer_table"
     schema_: SchemaSettings = Field(alias="schema")
     data: DataSettings
     validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
@@ -584,6 +609,21 @@ class Params(_Strict):
     monitoring: MonitoringSettings = MonitoringSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     transactions: TransactionSettings = TransactionSettings()
+
+    @model_validator(mode="after")
+    def _source_is_configured(self) -> Params:
+        if self.source == "transactions" and self.transactions.schema_ is None:
+            raise ValueError("source: transactions needs a transactions.schema section "
+                             "(docs/transactions.md)")
+        return self
+
+    @property
+    def active_schema(self) -> SchemaSettings:
+        """The schema of the selected source's customer table."""
+        if self.source == "transactions":
+            assert self.transactions.schema_ is not None  # checked by _source_is_configured
+            return self.transactions.schema_
+        return self.schema_
 
     @model_validator(mode="after")
     def _analytics_fit_the_schema(self) -> Params:
@@ -652,7 +692,20 @@ class Settings(BaseModel):
 
     @property
     def schema(self) -> SchemaSettings:  # type: ignore[override]
-        return self.params.schema_
+        """The selected source's schema: ``schema``, or ``transactions.schema`` with
+        ``source: transactions``."""
+        return self.params.active_schema
+
+    @property
+    def source(self) -> str:
+        return self.params.source
+
+    @property
+    def model_name(self) -> str:
+        """The registered model of the selected source."""
+        if self.params.source == "transactions":
+            return self.params.transactions.model_name
+        return self.params.register_.model_name
 
     def path(self, relative: Path | str) -> Path:
         p = Path(relative)
@@ -660,6 +713,9 @@ class Settings(BaseModel):
 
     @property
     def raw_path(self) -> Path:
+        """The DVC-versioned raw file of the selected source (the customer table, or the transactions)."""
+        if self.params.source == "transactions":
+            return self.path(self.params.transactions.raw)
         return self.path(self.params.data.raw)
 
     @property

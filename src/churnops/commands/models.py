@@ -43,7 +43,7 @@ def models_champion(app: AppContext, as_json: bool) -> None:
     info = champion_info(settings)
     if info is None:
         raise click.ClickException(
-            f"no @champion for model {settings.params.register_.model_name!r} in "
+            f"no @champion for model {settings.model_name!r} in "
             f"{redact_url(settings.mlflow_tracking_uri)}: train and register one first (`churnops train`)"
         )
     if as_json:
@@ -75,7 +75,7 @@ def models_list(app: AppContext, as_json: bool) -> None:
         echo_json(versions)
         return
     if not versions:
-        name = settings.params.register_.model_name
+        name = settings.model_name
         click.echo(f"no versions of {name!r} in {redact_url(settings.mlflow_tracking_uri)}")
         return
     metric = metric_key(settings.params.register_.metric)

@@ -22,7 +22,9 @@ missing_values       empty (or whitespace-only) fields. A feature column with a 
                      (schema.missing: impute median / most_frequent / constant) has them filled by the
                      model's encoder: warning, error only above max_missing_fraction or when every row is
                      empty. Any other column refuses them: error (always for id and target) [error|warning]
-duplicate_id         an id on more than one row (count = rows involved) [error]
+duplicate_id         an id on more than one row (count = rows involved); with a ``time_column``, an id on more
+                     than one row of the same date [error]
+not_a_date           a ``time_column`` value that is not a date (YYYY-MM-DD) [error]
 unknown_label        a target value that is neither the positive nor the negative label [error]
 too_few_rows         fewer rows than min_rows [error]
 single_class         every labelled row has the same label [error]
@@ -366,6 +368,8 @@ class _Checker:
             series = series.map(lambda v: v if v is None else str(v))
         if column == schema.id_column:
             return self._id(column, series, missing)
+        if column == schema.time_column:
+            return self._time(column, series, missing)
         counts = series.value_counts(dropna=True)
         if column in schema.categorical:
             allowed = schema.categorical[column]
@@ -393,14 +397,29 @@ class _Checker:
         return series
 
     def _id(self, column: str, series: pd.Series, missing: np.ndarray) -> pd.Series:
-        repeated = series.duplicated(keep="first").to_numpy() & ~missing
+        time = self.schema.time_column
+        keyed = pd.DataFrame({"id": series, "time": self.frame[time]}) if time in self.frame else series
+        repeated = keyed.duplicated(keep="first").to_numpy() & ~missing
         if repeated.any():
-            involved = series.duplicated(keep=False).to_numpy() & ~missing
+            involved = keyed.duplicated(keep=False).to_numpy() & ~missing
             ids = int(series[involved].nunique())
+            where = f" with the same {time}" if time in self.frame else ""
             self.add(column, "duplicate_id", "error", involved,
-                     f"{ids} id(s) appear on more than one row ({int(involved.sum())} rows involved)")
+                     f"{ids} id(s) appear on more than one row{where} ({int(involved.sum())} rows involved)")
         distinct = int((~missing).sum() - repeated.sum())
         self.stats[column] = {"kind": "id", "missing": int(missing.sum()), "distinct": distinct}
+        return series
+
+    def _time(self, column: str, series: pd.Series, missing: np.ndarray) -> pd.Series:
+        """A date per row (YYYY-MM-DD): kept as that text, checked here."""
+        dates = pd.to_datetime(series, format="%Y-%m-%d", errors="coerce")
+        invalid = ~missing & dates.isna().to_numpy()
+        if invalid.any():
+            self.add(column, "not_a_date", "error", invalid, "values that are not dates (YYYY-MM-DD)")
+        ok = dates[~dates.isna()]
+        self.stats[column] = {"kind": "time", "missing": int(missing.sum()), "distinct": int(ok.nunique()),
+                              "min": None if ok.empty else ok.min().date().isoformat(),
+                              "max": None if ok.empty else ok.max().date().isoformat()}
         return series
 
     def _missing(self, column: str, missing: np.ndarray) -> None:
@@ -411,9 +430,10 @@ class _Checker:
         limit = self.rules.max_missing_fraction
         policy = self.schema.missing.get(column)
         if policy is None:
-            keyed = column in (self.schema.id_column, self.schema.target.column)
+            keyed = column in (*self.schema.key_columns, self.schema.target.column)
             impute = "median" if column in self.schema.numeric else "most_frequent"
-            why = ("id and label are never optional" if keyed else
+            why = ("id, time and label are never optional" if keyed and self.schema.time_column else
+                   "id and label are never optional" if keyed else
                    f"the column has no missing-value policy: declare one under schema.missing in params.yaml "
                    f"(e.g. {column}: {{impute: {impute}}}) or fill the blanks")
             self.add(column, "missing_values", "error", missing,

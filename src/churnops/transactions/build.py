@@ -18,9 +18,9 @@ import pandas as pd
 
 from churnops.io import atomic_path
 from churnops.logs import get_logger
-from churnops.settings import TransactionSettings
+from churnops.settings import SchemaSettings, TransactionSettings
 from churnops.transactions.cutoffs import CutoffError, CutoffPlan
-from churnops.transactions.features import build_customer_table
+from churnops.transactions.features import FEATURES, LABEL, build_customer_table
 from churnops.transactions.validate import (
     REPORT_TEXT,
     TransactionReport,
@@ -54,7 +54,8 @@ class BuildResult:
         }
 
 
-def build_customer_table_from_raw(raw: Path | str, cfg: TransactionSettings, *, report_dir: Path | str,
+def build_customer_table_from_raw(raw: Path | str, cfg: TransactionSettings, *,
+                                  report_dir: Path | str | None,
                                   clean_out: Path | str | None = None, out: Path | str | None = None,
                                   database_url: str | None = None, now: datetime | None = None,
                                   threads: int | None = None) -> BuildResult:
@@ -62,15 +63,17 @@ def build_customer_table_from_raw(raw: Path | str, cfg: TransactionSettings, *, 
 
     Files are written only when both steps succeed: `clean_out` (silver Parquet) and `out` (the table as
     Parquet), each atomically.
+    `report_dir` None: the validation report is not written (its summary is in the error).
     """
     started = time.perf_counter()
     con = connect(threads)
     report = check_transactions(con, raw, cfg, now=now)
-    write_report(report, report_dir)
+    if report_dir is not None:
+        write_report(report, report_dir)
     checked = time.perf_counter()
     if not report.ok:
-        raise TransactionBuildError(f"{raw}: the transactions failed validation ({report.summary()}); see "
-                                    f"{Path(report_dir) / REPORT_TEXT}")
+        where = f"; see {Path(report_dir) / REPORT_TEXT}" if report_dir is not None else ""
+        raise TransactionBuildError(f"{raw}: the transactions failed validation ({report.summary()}){where}")
     today: date | None = now.date() if now else None
     try:
         table, plan = build_customer_table(con, cfg, database_url=database_url, today=today)
@@ -86,3 +89,35 @@ def build_customer_table_from_raw(raw: Path | str, cfg: TransactionSettings, *, 
                "total": round(time.perf_counter() - started, 3)}
     log.info("transactions.build", raw=str(raw), rows=len(table), holdout=str(plan.holdout), **seconds)
     return BuildResult(table, plan, report, seconds)
+
+
+def in_schema(table: pd.DataFrame, schema: SchemaSettings) -> pd.DataFrame:
+    """The customer table in `schema`'s columns, as a customer table arrives: the id, the cut-off date
+    (``time_column``, YYYY-MM-DD), the schema's feature columns (named as features.sql's) and the label as
+    the schema's text (positive: churned)."""
+    unknown = [c for c in schema.feature_columns if c not in FEATURES]
+    if unknown:
+        raise TransactionBuildError(
+            f"transactions.schema names feature columns the feature SQL does not compute: {unknown} "
+            f"(it computes {list(FEATURES)})")
+    out = pd.DataFrame({schema.id_column: table["customer_id"].astype(str)})
+    if schema.time_column:
+        out[schema.time_column] = [d.isoformat() for d in table["cutoff"]]
+    for column in schema.feature_columns:
+        out[column] = table[column].to_numpy()
+    target = schema.target
+    out[target.column] = [target.positive if v else target.negative for v in table[LABEL].to_numpy()]
+    return out
+
+
+def customer_table_in_schema(raw: Path | str, cfg: TransactionSettings, schema: SchemaSettings, *,
+                             report_dir: Path | str | None, database_url: str | None = None,
+                             now: datetime | None = None) -> pd.DataFrame:
+    """Raw transactions -> the per-customer table in `schema` (see :func:`in_schema`), ready for the
+    customer table's validation (attrs ``source``: the raw file). Raises TransactionBuildError or
+    TransactionInputError naming what is wrong."""
+    result = build_customer_table_from_raw(raw, cfg, report_dir=report_dir, database_url=database_url,
+                                           now=now)
+    frame = in_schema(result.table, schema)
+    frame.attrs["source"] = str(raw)
+    return frame

@@ -132,7 +132,13 @@ def write_report(report: TransactionReport, directory: Path | str) -> tuple[Path
 
 # -- reading -------------------------------------------------------------------------------------------
 def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() in (".parquet", ".pq")
+    """By the extension, or by the content for a file without one (a DVC cache entry)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    if path.suffix or not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        return fh.read(4) == b"PAR1"
 
 
 def _scan(path: Path) -> str:
