@@ -79,7 +79,7 @@ class Page:
 
     @property
     def has_value(self) -> bool:
-        return self.settings.params.analytics.value_column is not None
+        return self.settings.analytics.value_column is not None
 
 
 # -- pages ---------------------------------------------------------------------------------------

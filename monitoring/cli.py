@@ -27,8 +27,8 @@ def drift() -> None:
 
 @drift.command("check")
 @click.option("--current", "current_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV (validated) or Parquet file of customers to test "
-                   "(default: a window of the prediction log).")
+              help="CSV (validated) or Parquet file of customers to test; with source: transactions, raw "
+                   "transaction lines (default: a window of the prediction log).")
 @click.option("--last-n", type=click.IntRange(min=1), default=None,
               help="Prediction-log window: the last N rows (default: monitoring.window_last_n).")
 @click.option("--since", default=None, metavar="WHEN",

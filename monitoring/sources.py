@@ -97,7 +97,19 @@ def read_features_csv(settings: Settings, path: Path) -> pd.DataFrame:
 
 
 def file_current(settings: Settings, path: Path) -> Sample:
-    """A CSV (read and validated against the schema) or a Parquet file (already typed) of customers."""
+    """A CSV (read and validated against the schema) or a Parquet file (already typed) of customers; with
+    ``source: transactions``, raw transaction lines (CSV or Parquet): every customer's features as of the
+    day after their last line."""
+    if settings.source == "transactions":
+        from churnops.transactions.build import current_customer_table
+
+        try:
+            frame = current_customer_table(path, settings.params.transactions, settings.schema)
+        except ValueError as exc:  # unreadable or refused lines: the reason names the file
+            raise SourceError(f"cannot compute the current features of {path}: {exc}") from exc
+        as_of = frame[settings.schema.time_column].iloc[0] if len(frame) else None
+        return Sample(frame[settings.schema.feature_columns],
+                      {"kind": "transactions", "path": str(path), "as_of": as_of})
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
             return Sample(pd.read_parquet(path), {"kind": "parquet", "path": str(path)})

@@ -5,7 +5,8 @@
 1. load the champion once (``@champion`` resolved to a version) and its outlier detector, their files
    checked against the SHA-256 recorded at registration (a mismatch refuses the run, writes nothing and
    raises a critical alert: :mod:`monitoring.integrity`);
-2. read ``<features_dir>/customers.parquet`` (id + feature columns; the label is never read) and score it
+2. read ``<features_dir>/customers.parquet`` (id + feature columns; the label is never read; with
+   ``source: transactions`` every customer's features as of the day after the raw lines' last) and score it
    in chunks: churn probability, risk level (``serving.risk_levels``), anomaly flag and score;
 3. add the analytics of the run (:mod:`churnops.analytics`): risk drivers, recommended action and expected
    loss per customer, and the KPI, segment and movement marts;
@@ -176,6 +177,13 @@ def _export(
     return run_path, latest
 
 
+def _current_features(settings: Settings) -> pd.DataFrame:
+    from churnops.transactions.build import current_features
+
+    frame = current_features(settings)
+    return frame[[settings.schema.id_column, *settings.schema.feature_columns]]
+
+
 def score_customers(
     settings: Settings, run_id: str | None = None, customers: Path | None = None, top_n: int | None = None
 ) -> BatchResult:
@@ -187,9 +195,12 @@ def score_customers(
     if not RUN_ID_PATTERN.match(run_id):
         raise BatchError(f"run id {run_id!r} must be 1-128 characters of letters, digits and _.:+-")
     top_n = cfg.top_n if top_n is None else top_n
-    path = Path(customers) if customers is not None else settings.features_dir / "customers.parquet"
+    current = customers is None and settings.source == "transactions"  # features as of today, from the lines
+    path = Path(customers) if customers is not None else (
+        settings.raw_path if current else settings.features_dir / "customers.parquet")
     if not path.is_file():
-        raise BatchError(f"no gold layer at {path}: run the pipeline first (`churnops train`)")
+        what = "raw transactions" if current else "gold layer"
+        raise BatchError(f"no {what} at {path}: run the pipeline first (`churnops train`)")
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -209,7 +220,8 @@ def score_customers(
     t = time.perf_counter()
     schema = settings.schema
     try:
-        frame = pd.read_parquet(path, columns=[schema.id_column, *schema.feature_columns])
+        frame = (_current_features(settings) if current
+                 else pd.read_parquet(path, columns=[schema.id_column, *schema.feature_columns]))
     except Exception as exc:
         raise BatchError(
             f"cannot read the columns of the schema from {path}: {exc} "

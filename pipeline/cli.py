@@ -154,7 +154,8 @@ def stage_register(app: AppContext) -> None:
 @click.option("--run-id", default=None,
               help="Id of this scoring run (a rerun with the same id replaces its rows; default: generated).")
 @click.option("--customers", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Gold-layer Parquet file to score (default: <features_dir>/customers.parquet).")
+              help="Gold-layer Parquet file to score (default: <features_dir>/customers.parquet; with "
+                   "source: transactions every customer's features as of the day after the last line).")
 @click.option("--top", "top_n", type=click.IntRange(min=0), default=None,
               help="How many of the most at-risk customers to list (default: batch.top_n).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")

@@ -393,8 +393,9 @@ def publish(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def push_features(ctx: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
-    """Push the run's gold layer to the Redis feature store (atomic version switch), when :func:`publish`
-    published it; otherwise the store stays on the champion's data, untouched."""
+    """Push the run's gold layer (transactions: the current features) to the Redis feature store (atomic
+    version switch), when :func:`publish` published it; otherwise the store stays on the champion's data,
+    untouched."""
     from churnops.feature_store import FeatureStore
 
     if not published.get("layers"):
@@ -404,7 +405,7 @@ def push_features(ctx: dict[str, Any], published: dict[str, Any]) -> dict[str, A
                                            "champion's data"}
     settings = run_settings(ctx)
     store = FeatureStore.from_settings(settings)
-    result = store.push_file(settings.features_dir / "customers.parquet")
+    result = store.push_current(settings)
     return {"pushed": True, **result.to_dict()}
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from churnops.settings import Settings
 
-# Realistic values for the BankChurners columns (the request applications already send); other schemas
-# fall back to each column's lower bound and first category.
+# Realistic values for the BankChurners columns (the request applications already send) and the
+# transactional source's; other schemas fall back to each column's lower bound and first category.
 EXAMPLE_BY_COLUMN: dict[str, Any] = {
     "Customer_Age": 45, "Dependent_count": 3, "Months_on_book": 39, "Total_Relationship_Count": 5,
     "Months_Inactive_12_mon": 1, "Contacts_Count_12_mon": 3, "Credit_Limit": 12691.0,
@@ -21,6 +21,10 @@ EXAMPLE_BY_COLUMN: dict[str, Any] = {
     "Total_Trans_Amt": 1144, "Total_Trans_Ct": 42, "Total_Ct_Chng_Q4_Q1": 1.625,
     "Avg_Utilization_Ratio": 0.061, "Gender": "F", "Education_Level": "Graduate",
     "Marital_Status": "Single", "Income_Category": "$60K - $80K", "Card_Category": "Blue",
+    # the transactional source's features (transactions.schema)
+    "recency_days": 34.5, "frequency": 6, "monetary": 1210.4, "avg_basket_value": 201.7,
+    "avg_items_per_invoice": 48.0, "distinct_products": 41, "active_days": 6, "tenure_days": 410.2,
+    "recent_invoices": 1, "invoice_trend": 0.76, "spend_trend": 0.64, "return_rate": 0.02,
 }
 
 JSON = "application/json"

@@ -581,6 +581,7 @@ class TransactionSettings(_Strict):
     # (feature columns named as features.sql's; the id, the cut-off as time_column, the label as text)
     schema_: SchemaSettings | None = Field(None, alias="schema")
     model_name: str = "churn-classifier-transactions"  # its own registered model
+    analytics: AnalyticsSettings = AnalyticsSettings()  # marts and actions on this source's features
 
     @model_validator(mode="after")
     def _schema_fits(self) -> TransactionSettings:
@@ -629,49 +630,62 @@ class Params(_Strict):
     def _analytics_fit_the_schema(self) -> Params:
         """Names the analytics section sets must be columns (or ratios) of the schema; names of the default
         playbook the schema lacks are left out, each rule or band with a note (AnalyticsSettings.skipped)."""
-        schema, cfg = self.schema_, self.analytics
-        explicit = cfg.model_fields_set
-        drivers = set(schema.feature_columns) | set(schema.ratios)
-        skipped: list[str] = []
-        update: dict[str, Any] = {}
-        if cfg.value_column is not None and cfg.value_column not in schema.numeric:
-            if "value_column" in explicit:
-                raise ValueError(f"analytics.value_column {cfg.value_column!r} is not a numeric column "
-                                 f"of the schema")
-            update["value_column"] = None
-            skipped.append(f"value_column {cfg.value_column!r} (no revenue at risk: set "
-                           f"analytics.value_column to a numeric column of the schema)")
-        unknown = [c for c in cfg.bands if c not in schema.numeric]
-        if unknown and "bands" in explicit:
-            raise ValueError(f"analytics.bands: {unknown[0]!r} is not a numeric column of the schema")
-        if unknown:
-            update["bands"] = {c: e for c, e in cfg.bands.items() if c in schema.numeric}
-            skipped += [f"band of {c!r}" for c in unknown]
-        rules = []
-        for rule in cfg.actions:
-            missing = [d for d in rule.drivers if d not in drivers]
-            if missing and "actions" in explicit:
-                raise ValueError(f"analytics.actions {rule.name!r}: drivers {missing} are neither feature "
-                                 f"columns nor ratios of the schema")
-            kept = [d for d in rule.drivers if d in drivers]
-            if missing:
-                skipped.append(f"action {rule.name!r} " + (f"without drivers {missing}" if kept
-                                                           else "(none of its drivers is in the schema)"))
-            if kept:
-                rules.append(rule.model_copy(update={"drivers": kept}) if missing else rule)
-        if rules != cfg.actions:
-            update["actions"] = rules
-        unknown = sorted(set(cfg.reasons) - drivers)
-        if unknown and "reasons" in explicit:
-            raise ValueError(f"analytics.reasons: {unknown} are neither feature columns nor ratios "
-                             f"of the schema")
-        if unknown:  # phrases of drivers that cannot occur: dropped without a note
-            update["reasons"] = {d: r for d, r in cfg.reasons.items() if d in drivers}
-        if update:
-            fitted = cfg.model_copy(update=update)
-            fitted._skipped = tuple(skipped)
+        fitted = _fit_analytics(self.analytics, self.schema_, "analytics")
+        if fitted is not None:
             object.__setattr__(self, "analytics", fitted)  # frozen: replaced once, while validating
+        if self.transactions.schema_ is not None:
+            fitted = _fit_analytics(self.transactions.analytics, self.transactions.schema_,
+                                    "transactions.analytics")
+            if fitted is not None:
+                object.__setattr__(self.transactions, "analytics", fitted)
         return self
+
+
+def _fit_analytics(cfg: AnalyticsSettings, schema: SchemaSettings, where: str) -> AnalyticsSettings | None:
+    """`cfg` fitted to `schema` (None: it fits as it is): names set in params.yaml must be columns (or ratios)
+    of the schema; names of the default playbook the schema lacks are left out, with a note."""
+    explicit = cfg.model_fields_set
+    drivers = set(schema.feature_columns) | set(schema.ratios)
+    skipped: list[str] = []
+    update: dict[str, Any] = {}
+    if cfg.value_column is not None and cfg.value_column not in schema.numeric:
+        if "value_column" in explicit:
+            raise ValueError(f"{where}.value_column {cfg.value_column!r} is not a numeric column "
+                             f"of the schema")
+        update["value_column"] = None
+        skipped.append(f"value_column {cfg.value_column!r} (no revenue at risk: set "
+                       f"{where}.value_column to a numeric column of the schema)")
+    unknown = [c for c in cfg.bands if c not in schema.numeric]
+    if unknown and "bands" in explicit:
+        raise ValueError(f"{where}.bands: {unknown[0]!r} is not a numeric column of the schema")
+    if unknown:
+        update["bands"] = {c: e for c, e in cfg.bands.items() if c in schema.numeric}
+        skipped += [f"band of {c!r}" for c in unknown]
+    rules = []
+    for rule in cfg.actions:
+        missing = [d for d in rule.drivers if d not in drivers]
+        if missing and "actions" in explicit:
+            raise ValueError(f"{where}.actions {rule.name!r}: drivers {missing} are neither feature "
+                             f"columns nor ratios of the schema")
+        kept = [d for d in rule.drivers if d in drivers]
+        if missing:
+            skipped.append(f"action {rule.name!r} " + (f"without drivers {missing}" if kept
+                                                       else "(none of its drivers is in the schema)"))
+        if kept:
+            rules.append(rule.model_copy(update={"drivers": kept}) if missing else rule)
+    if rules != cfg.actions:
+        update["actions"] = rules
+    unknown = sorted(set(cfg.reasons) - drivers)
+    if unknown and "reasons" in explicit:
+        raise ValueError(f"{where}.reasons: {unknown} are neither feature columns nor ratios "
+                         f"of the schema")
+    if unknown:  # phrases of drivers that cannot occur: dropped without a note
+        update["reasons"] = {d: r for d, r in cfg.reasons.items() if d in drivers}
+    if not update:
+        return None
+    fitted = cfg.model_copy(update=update)
+    fitted._skipped = tuple(skipped)
+    return fitted
 
 
 class Settings(BaseModel):
@@ -699,6 +713,13 @@ class Settings(BaseModel):
     @property
     def source(self) -> str:
         return self.params.source
+
+    @property
+    def analytics(self) -> AnalyticsSettings:
+        """The analytics section of the selected source (``analytics`` or ``transactions.analytics``)."""
+        if self.params.source == "transactions":
+            return self.params.transactions.analytics
+        return self.params.analytics
 
     @property
     def model_name(self) -> str:

@@ -102,3 +102,60 @@ def test_bad_input_stops_the_run_naming_it_and_keeps_data_layers_and_champion(
     assert proc.returncode == 1
     assert message in proc.stderr
     assert state(home) == before
+
+
+# -- serving, drift and batch scoring on the transactional source ------------------------------------------
+def test_serving_scores_the_transactional_features_by_payload_and_by_id(home: Path, redis_url: str) -> None:
+    from churnops.feature_store import FeatureStore
+    from churnops.settings import load_settings
+    from churnops.transactions.build import current_features
+    from serving.app import create_app
+    from serving.auth import Auth
+    from serving.openapi import example_request
+
+    settings = load_settings(home=home, env={"REDIS_URL": redis_url})
+    pushed = FeatureStore.from_settings(settings).push_current(settings)
+    current = current_features(settings)
+    assert pushed.rows == len(current) and not current["customer_id"].duplicated().any()
+
+    app = create_app(settings, background=False, auth=Auth(env={}))
+    client = app.test_client()
+    try:
+        body = example_request(settings)
+        assert set(body) == set(settings.schema.feature_columns)
+        answer = client.post("/predict", json=body)
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["model_version"] == "1"
+        assert 0.0 <= answer.get_json()["attrition_probability"] <= 1.0
+
+        customer = str(current["customer_id"].iloc[3])
+        by_id = client.post("/predict", json={"customer_id": customer})
+        assert by_id.status_code == 200, by_id.get_json()
+        assert by_id.get_json()["customer_id"] == customer
+
+        refused = client.post("/predict", json={**body, "customer_age": 45})  # a BankChurners field
+        assert refused.status_code == 422 and "customer_age" in json.dumps(refused.get_json())
+        fields = json.dumps(client.get("/openapi.json").get_json())
+        assert "recency_days" in fields and "Total_Trans_Ct" not in fields
+    finally:
+        app.extensions["churnops"].close()
+
+
+def test_drift_check_reads_a_window_of_raw_lines(home: Path) -> None:
+    run_cli(home, "data", "generate", "--kind", "transactions", "--customers", str(CUSTOMERS), "--seed", "6",
+            "--out", "incoming/drifted.csv", "--drift", "purchase_rate=0.3", "--drift", "basket_size=3")
+    drifted = run_cli(home, "drift", "check", "--current", "incoming/drifted.csv", "--no-alert",
+                      "--no-retrain", "--json", check=False)
+    assert drifted.returncode == 3, drifted.stderr[-2000:]
+    report = json.loads(drifted.stdout)
+    assert report["source"]["kind"] == "transactions" and report["drift"] is True
+    assert set(report["drifted_features"]) & {"frequency", "avg_items_per_invoice", "recency_days"}
+
+
+def test_batch_scoring_scores_every_current_customer_with_transactional_analytics(home: Path) -> None:
+    done = json.loads(run_cli(home, "score", "--json").stdout)
+    from churnops.transactions.build import current_features
+
+    assert done["rows"] == len(current_features(settings_of(home)))
+    assert done["model_version"] == "1"
+    assert done["kpi"]["revenue_at_risk"] > 0  # churn probability x monetary (transactions.analytics)

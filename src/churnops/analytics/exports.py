@@ -54,7 +54,7 @@ def export_run(
     settings: Settings, run_id: str, scored_at: datetime, marts: dict[str, pd.DataFrame], kept_runs: list[str]
 ) -> ExportResult:
     """Write `marts` (name -> frame) for the run and refresh ``latest``; remove folders of runs not kept."""
-    cfg = settings.params.analytics
+    cfg = settings.analytics
     root = settings.path(cfg.export_dir)
     folder = root / folder_name(run_id, scored_at)
     latest = root / LATEST

@@ -64,7 +64,7 @@ def build_fact(
     customer's risk drivers, the recommended action and its reason for the customers at
     ``analytics.action_levels``, expected loss (probability x ``analytics.value_column``) and the ranking
     of actions by expected loss."""
-    cfg = settings.params.analytics
+    cfg = settings.analytics
     schema = settings.schema
     fact = scores.copy()
     n = len(fact)
@@ -101,7 +101,7 @@ def build_fact(
 def _drivers(settings: Settings, features: pd.DataFrame, scorer: Scorer) -> tuple[np.ndarray, np.ndarray]:
     """Every customer's top drivers (:func:`churnops.analytics.drivers.top_drivers`); a model without
     contributions gives none (logged: its customers get the default action)."""
-    cfg = settings.params.analytics
+    cfg = settings.analytics
     try:
         return top_drivers(scorer, settings.schema, features, cfg.top_drivers,
                            approx=cfg.driver_method == "approx")
@@ -164,7 +164,7 @@ def build_marts(
     previous: pd.DataFrame | None, previous_run_id: str | None, value_total: float | None = None,
 ) -> RunMarts:
     """KPI, segment, segment-cell and movement marts of a run from its fact and customer dimension."""
-    with_value = settings.params.analytics.value_column is not None
+    with_value = settings.analytics.value_column is not None
     joined = fact.merge(dim, on="customer_id", how="left", validate="one_to_one")
     moves = (movement(fact, previous, previous_run_id, meta.run_id)
              if previous is not None and previous_run_id is not None
@@ -174,7 +174,7 @@ def build_marts(
     kpi["scored_at"] = pd.Timestamp(meta.scored_at)
     kpi["model_version"] = meta.model_version
     kpi["data_version"] = meta.data_version
-    cfg = settings.params.analytics
+    cfg = settings.analytics
     kpi["value_column"] = cfg.value_column
     kpi["value_total"] = np.nan if value_total is None else float(value_total)
     kpi["actions"] = int(fact["action_rank"].notna().sum())
@@ -239,7 +239,7 @@ def write_run(
     previous_run_id = _previous_run(conn, tables, meta.run_id)
     previous = _run_scores(conn, tables, previous_run_id) if previous_run_id else None
     dim = customer_dimension(features, settings)
-    value = settings.params.analytics.value_column
+    value = settings.analytics.value_column
     value_total = float(features[value].sum()) if value is not None else None
     marts = build_marts(settings, tables, meta, fact, dim, previous, previous_run_id, value_total)
 
@@ -274,7 +274,7 @@ def refresh(
     """A scoring run's fact and marts, written in one transaction on ``CHURNOPS_DATABASE_URL``
     (:class:`churnops.database.DatabaseError` when the database refuses: nothing of the run was written)."""
     cfg = settings.params.batch
-    for note in settings.params.analytics.skipped:  # the default playbook names what the schema lacks
+    for note in settings.analytics.skipped:  # the default playbook names what the schema lacks
         log.warning("analytics.default_skipped", skipped=note,
                     reason="the schema lacks it; set the analytics key in params.yaml to choose another")
     fact = build_fact(settings, meta, features, scores, scorer)

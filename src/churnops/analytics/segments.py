@@ -47,7 +47,7 @@ def band(values: pd.Series | np.ndarray, edges: list[float] | tuple[float, ...])
 def dimensions(settings: Settings) -> list[Dimension]:
     """The customer dimension's columns: every categorical column of the schema, then the configured bands."""
     dims = [Dimension(col.lower(), col, tuple(cats)) for col, cats in settings.schema.categorical.items()]
-    for col, edges in settings.params.analytics.bands.items():
+    for col, edges in settings.analytics.bands.items():
         dims.append(Dimension(f"{col.lower()}_band", col, tuple(band_labels(edges)), tuple(edges)))
     return dims
 

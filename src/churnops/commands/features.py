@@ -20,7 +20,8 @@ def features() -> None:
               help="Feature-set version to write (default: a digest of the content, so pushing the same "
                    "data again changes nothing).")
 @click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Gold layer file (default: data.features_dir/customers.parquet).")
+              help="Gold layer file (default: data.features_dir/customers.parquet; with source: transactions "
+                   "every customer's features as of the day after the last line).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def features_push(app: AppContext, version: str | None, path: Path | None, as_json: bool) -> None:
@@ -31,10 +32,10 @@ def features_push(app: AppContext, version: str | None, path: Path | None, as_js
     from churnops.feature_store import FeatureStore, FeatureStoreError
 
     settings = app.settings
-    source = path or settings.features_dir / "customers.parquet"
     store = FeatureStore.from_settings(settings)
     try:
-        result = store.push_file(source, version=version)
+        result = (store.push_file(path, version=version) if path is not None
+                  else store.push_current(settings, version=version))
     except FeatureStoreError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -214,6 +214,20 @@ class FeatureStore:
         return self.push(frame, version=version, source=str(path),
                          event_time=event_time if event_time is not None else path.stat().st_mtime)
 
+    def push_current(self, settings: Settings, *, version: str | None = None) -> PushResult:
+        """Push what scoring by id reads: the gold layer's customers (``customers.parquet``) or, with
+        ``source: transactions``, every customer's features as of the day after the last line of the raw
+        transactions (the gold layer holds one row per customer and cut-off)."""
+        if settings.source != "transactions":
+            return self.push_file(settings.features_dir / "customers.parquet", version=version)
+        from churnops.transactions.build import current_features
+
+        try:
+            frame = current_features(settings)
+        except ValueError as exc:  # the raw transactions cannot make the table: say why
+            raise FeatureStoreError(f"cannot compute the current features: {exc}") from exc
+        return self.push(frame, version=version, source=str(frame.attrs.get("source", settings.raw_path)))
+
     def push(self, frame: pd.DataFrame, *, version: str | None = None, event_time: float | None = None,
              source: str = "frame") -> PushResult:
         """Write every row's features under a new version and make it current (see the module doc)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,17 @@ import pandas as pd
 
 from churnops.io import atomic_path
 from churnops.logs import get_logger
-from churnops.settings import SchemaSettings, TransactionSettings
+from churnops.settings import SchemaSettings, Settings, TransactionSettings
 from churnops.transactions.cutoffs import CutoffError, CutoffPlan
-from churnops.transactions.features import FEATURES, LABEL, build_customer_table
+from churnops.transactions.features import (
+    FEATURES,
+    LABEL,
+    SQL_INPUT,
+    build_customer_table,
+    features_duckdb,
+    features_postgresql,
+    history_bounds,
+)
 from churnops.transactions.validate import (
     REPORT_TEXT,
     TransactionReport,
@@ -91,7 +99,7 @@ def build_customer_table_from_raw(raw: Path | str, cfg: TransactionSettings, *,
     return BuildResult(table, plan, report, seconds)
 
 
-def in_schema(table: pd.DataFrame, schema: SchemaSettings) -> pd.DataFrame:
+def in_schema(table: pd.DataFrame, schema: SchemaSettings, *, labelled: bool = True) -> pd.DataFrame:
     """The customer table in `schema`'s columns, as a customer table arrives: the id, the cut-off date
     (``time_column``, YYYY-MM-DD), the schema's feature columns (named as features.sql's) and the label as
     the schema's text (positive: churned)."""
@@ -105,8 +113,9 @@ def in_schema(table: pd.DataFrame, schema: SchemaSettings) -> pd.DataFrame:
         out[schema.time_column] = [d.isoformat() for d in table["cutoff"]]
     for column in schema.feature_columns:
         out[column] = table[column].to_numpy()
-    target = schema.target
-    out[target.column] = [target.positive if v else target.negative for v in table[LABEL].to_numpy()]
+    if labelled:
+        target = schema.target
+        out[target.column] = [target.positive if v else target.negative for v in table[LABEL].to_numpy()]
     return out
 
 
@@ -121,3 +130,34 @@ def customer_table_in_schema(raw: Path | str, cfg: TransactionSettings, schema: 
     frame = in_schema(result.table, schema)
     frame.attrs["source"] = str(raw)
     return frame
+
+
+def current_customer_table(raw: Path | str, cfg: TransactionSettings, schema: SchemaSettings, *,
+                           database_url: str | None = None, now: datetime | None = None) -> pd.DataFrame:
+    """Every customer's features as of the day after the history's last line, in `schema`'s columns without
+    the label (what comes next is not known yet): what the feature store and batch scoring read.
+
+    The population and the features are those of a cut-off on that day (``population_days``).
+    """
+    con = connect()
+    report = check_transactions(con, raw, cfg, now=now)
+    if not report.ok:
+        raise TransactionBuildError(f"{raw}: the transactions failed validation ({report.summary()})")
+    first, last = history_bounds(con)
+    as_of = last.date() + timedelta(days=1)
+    plan = CutoffPlan((), as_of, first.date(), last.date())
+    if database_url:
+        lines = con.execute(f"SELECT {', '.join(SQL_INPUT)} FROM tx").df()
+        table = features_postgresql(database_url, lines, plan, cfg)
+    else:
+        table = features_duckdb(con, plan, cfg)
+    frame = in_schema(table, schema, labelled=False)
+    frame.attrs["source"] = f"{raw} (features as of {as_of})"
+    log.info("transactions.current", raw=str(raw), customers=len(frame), as_of=str(as_of))
+    return frame
+
+
+def current_features(settings: Settings) -> pd.DataFrame:
+    """:func:`current_customer_table` of the selected source's raw file (``source: transactions``)."""
+    return current_customer_table(settings.raw_path, settings.params.transactions, settings.schema,
+                                  database_url=settings.transactions_database_url)

@@ -71,3 +71,28 @@ def test_cli_builds_the_table_and_refuses_bad_input(raw_csv: Path, write_raw, tm
     bad = run(write_raw(lambda f: f.rename(columns={"Invoice": "InvoiceNo"})))
     assert bad.returncode == 1
     assert "the invoice column is missing" in bad.stderr and "InvoiceNo" in bad.stderr
+
+
+def test_current_features_are_every_customers_as_of_the_day_after_the_last_line(
+        raw_csv: Path, raw_frame: pd.DataFrame, cfg: TransactionSettings) -> None:
+    from churnops.settings import SchemaSettings
+    from churnops.transactions.build import current_customer_table
+    from churnops.transactions.cutoffs import CutoffPlan
+    from churnops.transactions.features import FEATURES, features_duckdb
+    from churnops.transactions.validate import check_transactions, connect
+
+    schema = SchemaSettings(id_column="customer_id", time_column="cutoff",
+                            target={"column": "status", "positive": "churned", "negative": "active"},
+                            numeric={f: {} for f in FEATURES}, categorical={})
+    current = current_customer_table(raw_csv, cfg, schema, now=NOW)
+
+    last = pd.to_datetime(raw_frame["InvoiceDate"]).max().date()
+    assert set(current["cutoff"]) == {(last + pd.Timedelta(days=1)).isoformat()}
+    assert "status" not in current.columns and not current["customer_id"].duplicated().any()
+    con = connect()
+    check_transactions(con, raw_csv, cfg, now=NOW)
+    day = last + pd.Timedelta(days=1)
+    expected = features_duckdb(con, CutoffPlan((), day, day, day), cfg)
+    assert list(current["customer_id"]) == list(expected["customer_id"])
+    pd.testing.assert_frame_equal(current[list(FEATURES)], expected[list(FEATURES)])
+    assert (current["recency_days"] > 0).all()
