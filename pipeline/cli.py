@@ -52,10 +52,13 @@ def train(app: AppContext, data_path: Path | None, force: bool, as_json: bool) -
               help="Leave the demo's Airflow running at the end (stop it with `churnops airflow down`).")
 @click.option("--dashboard", "start_dashboard", is_flag=True,
               help="At the end, start the analytics dashboard on the demo's marts (Ctrl-C stops it).")
+@click.option("--source", type=click.Choice(["customer_table", "transactions"]), default=None,
+              help="Run the loop on this source: sets `source:` in params.yaml (default: as it is there; "
+                   "transactions: --rows customers' invoice lines).")
 @pass_app
 @friendly_errors
 def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool, no_airflow: bool,
-         retrain_timeout_s: float, keep_airflow: bool, start_dashboard: bool) -> None:
+         retrain_timeout_s: float, keep_airflow: bool, start_dashboard: bool, source: str | None) -> None:
     """The whole loop on demo data: generate -> DVC -> train -> Redis -> /predict -> drift -> retraining.
 
     The retraining runs in a local Airflow (`airflow standalone`, as `churnops airflow up`) started for the
@@ -63,13 +66,14 @@ def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool, no
     cannot start, the demo says why and goes on without retraining. Exit 1 when the retraining run fails or
     does not finish within --retrain-timeout.
     """
-    from pipeline.demo import dashboard_command, run_demo
+    from pipeline.demo import dashboard_command, run_demo, switch_source
 
-    results = run_demo(app.settings, rows=rows, seed=seed, drift=not no_drift, airflow=not no_airflow,
+    settings = switch_source(app.settings, source) if source else app.settings
+    results = run_demo(settings, rows=rows, seed=seed, drift=not no_drift, airflow=not no_airflow,
                        keep_airflow=keep_airflow, retrain_timeout_s=retrain_timeout_s)
     click.echo("\ndemo finished: `churnops models champion`, `churnops drift triggers`, `churnops serve`, "
                "`mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db` to look further;\n"
-               f"the analytics dashboard: `{dashboard_command(app.settings)}` "
+               f"the analytics dashboard: `{dashboard_command(settings)}` "
                "(or `scripts/demo --dashboard`)")
     retraining = results.get("retraining") or {}
     if start_dashboard:
@@ -77,7 +81,7 @@ def demo(app: AppContext, rows: int | None, seed: int | None, no_drift: bool, no
         import subprocess
 
         click.echo("starting the analytics dashboard (Ctrl-C stops it)")
-        subprocess.call(shlex.split(dashboard_command(app.settings)))
+        subprocess.call(shlex.split(dashboard_command(settings)))
     if retraining.get("status") == "triggered" and retraining.get("state") != "success":
         raise click.ClickException(
             f"the retraining run {retraining.get('dag_run_id')} ended {retraining.get('state')}"

@@ -330,16 +330,22 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
     at the end unless `keep_airflow`. CHURNOPS_AIRFLOW_URL set: that Airflow is used as it is (nothing is
     started, the run is followed with CHURNOPS_AIRFLOW_USER / CHURNOPS_AIRFLOW_PASSWORD).
     """
-    from churnops.data.generate import generate_to_csv
     from churnops.feature_store import FeatureStore
     from pipeline.run import run_training, summarise_report
 
     demo = settings.params.data.demo
     rows, seed = rows or demo.rows, demo.seed if seed is None else seed
     incoming = settings.home / "data" / "incoming"
+    transactions = settings.source == "transactions"
 
-    _say(f"1/6 generating {rows} demo customers (seed {seed})")
-    table = generate_to_csv(settings.schema, rows=rows, seed=seed, out=incoming / "demo-customers.csv")
+    if transactions:
+        _say(f"1/6 generating the invoice lines of {rows} demo customers (seed {seed}; source: transactions)")
+        table = _demo_lines(settings, incoming / "demo-transactions.csv", rows, seed)
+    else:
+        from churnops.data.generate import generate_to_csv
+
+        _say(f"1/6 generating {rows} demo customers (seed {seed})")
+        table = generate_to_csv(settings.schema, rows=rows, seed=seed, out=incoming / "demo-customers.csv")
     print(table)
 
     _say("2/6 versioning with DVC and running the training pipeline (validate -> features -> train -> "
@@ -349,7 +355,7 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
 
     _say("3/6 pushing every customer's features to the Redis feature store; batch scoring them")
     ensure_redis(settings)
-    pushed = FeatureStore.from_settings(settings).push_file(settings.features_dir / "customers.parquet")
+    pushed = FeatureStore.from_settings(settings).push_current(settings)
     print(json.dumps(pushed.to_dict(), indent=2, default=str))
     scoring = score_for_analytics(settings)
 
@@ -361,7 +367,7 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
     with running_server(settings, free_port()) as base:
         results["full_payload"] = _show("full payload (a customer who churned)",
                                         requests.post(f"{base}/predict", json=payload(churner, settings)))
-        cid = str(stayer[settings.schema.id_column])
+        cid = _known_customer(settings) if transactions else str(stayer[settings.schema.id_column])
         results["by_id"] = _show(f"by customer id {cid} (features from Redis), with explanation",
                                  requests.post(f"{base}/predict?explain=true", json={"customer_id": cid}))
         batch = [payload(r, settings) for _, r in test.head(3).iterrows()]
@@ -373,11 +379,65 @@ def run_demo(settings: Settings, *, rows: int | None = None, seed: int | None = 
     return results
 
 
+def _demo_lines(settings: Settings, out: Path, customers: int, seed: int, drift: Any = None) -> Path:
+    """A demo retailer's invoice lines (transactions.generate's period), written to `out`."""
+    from churnops.transactions.generate import RetailerProfile, generate_to_file
+
+    cfg = settings.params.transactions
+    profile = RetailerProfile(customers=customers, start=cfg.generate.start, end=cfg.generate.end)
+    generate_to_file(out, cfg.columns, profile=profile, seed=seed, drift=drift)
+    return out
+
+
+def _known_customer(settings: Settings) -> str:
+    """A customer whose current features the feature store holds (transactions)."""
+    from churnops.transactions.build import current_features
+
+    return str(current_features(settings)[settings.schema.id_column].iloc[0])
+
+
+def _drifted_rows(settings: Settings, seed: int) -> pd.DataFrame:
+    """1,000 drifted customers: fewer purchases and bigger transactions (a customer table's columns moved
+    by DriftSpec; a retailer buying at 40% of the rate with baskets twice as large, as current features)."""
+    incoming = settings.home / "data" / "incoming"
+    if settings.source == "transactions":
+        from churnops.transactions.build import current_customer_table
+        from churnops.transactions.generate import TransactionDrift
+
+        lines = _demo_lines(settings, incoming / "demo-drifted-transactions.csv", 1000, seed + 1,
+                            drift=TransactionDrift(purchase_rate=0.4, basket_size=2.0))
+        return current_customer_table(lines, settings.params.transactions, settings.schema)
+    from churnops.data.generate import DriftSpec, generate_to_csv
+
+    spec = DriftSpec.parse(shifts=("Total_Trans_Ct=-0.8", "Total_Trans_Amt=-0.5"),
+                           mixes=("Card_Category=Blue:0.5,Silver:0.3,Gold:0.15,Platinum:0.05",), scales=())
+    drifted = generate_to_csv(settings.schema, rows=1000, seed=seed + 1, drift=spec,
+                              out=incoming / "demo-drifted.csv")
+    return pd.read_csv(drifted)
+
+
+def switch_source(settings: Settings, source: str) -> Settings:
+    """Set ``source:`` in the home's params.yaml (that line only; comments stay) and reload the settings."""
+    import re
+
+    from churnops.io import write_text_atomic
+    from churnops.settings import load_settings
+
+    if settings.source == source:
+        return settings
+    text = settings.params_path.read_text()
+    changed, count = re.subn(r"(?m)^source:\s*\S+", f"source: {source}", text, count=1)
+    if count != 1:
+        raise ValueError(f"{settings.params_path} has no top-level `source:` line to switch to {source}")
+    write_text_atomic(settings.params_path, changed)
+    _say(f"params.yaml: source: {settings.source} -> {source} (the whole loop runs on it; set it back by "
+         f"hand or with `churnops demo --source {settings.source}`)")
+    return load_settings(home=settings.home, params_path=settings.params_path)
+
+
 def _drift_and_retraining(settings: Settings, base: str, seed: int, *, airflow: bool, keep_airflow: bool,
                           timeout_s: float, port: int | None) -> dict[str, Any]:
     """Steps 5 and 6: Airflow up, a drifted batch through /predict, the drift check, the retraining run."""
-    from churnops.data.generate import DriftSpec, generate_to_csv
-
     results: dict[str, Any] = {}
     external = os.environ.get(ENV_URL)
     af: DemoAirflow | None = None
@@ -399,12 +459,7 @@ def _drift_and_retraining(settings: Settings, base: str, seed: int, *, airflow: 
                   f"its tasks use {af.params_path} (params.yaml with the demo's retraining budget)")
     try:
         _say("6/6 a drifted batch through /predict, the drift check on what the server saw, the retraining")
-        spec = DriftSpec.parse(shifts=("Total_Trans_Ct=-0.8", "Total_Trans_Amt=-0.5"),
-                               mixes=("Card_Category=Blue:0.5,Silver:0.3,Gold:0.15,Platinum:0.05",),
-                               scales=())
-        drifted = generate_to_csv(settings.schema, rows=1000, seed=seed + 1, drift=spec,
-                                  out=settings.home / "data" / "incoming" / "demo-drifted.csv")
-        frame = pd.read_csv(drifted)
+        frame = _drifted_rows(settings, seed)
         bodies = [payload(r, settings) for _, r in frame.iterrows()]
         limit = settings.params.serving.max_batch
         for start in range(0, len(bodies), limit):

@@ -64,3 +64,26 @@ def test_bad_transactions_stop_the_stage_and_leave_the_layer(settings) -> None:
     with pytest.raises(StageError, match="future_date"):
         validate_stage(settings)
     assert settings.validated_path.read_bytes() == before
+
+
+def test_the_demo_switches_the_source_line_of_params_yaml_and_keeps_the_rest(make_home, tmp_path) -> None:
+    from churnops.settings import load_settings
+    from pipeline.demo import switch_source
+    from tests.conftest import REPO
+
+    home = tmp_path / "demo-home"
+    home.mkdir()
+    (home / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    settings = load_settings(home=home, env={})
+    switched = switch_source(settings, "transactions")
+
+    assert switched.source == "transactions" and switched.model_name == "churn-classifier-transactions"
+    before = (REPO / "params.yaml").read_text().splitlines()
+    after = (home / "params.yaml").read_text().splitlines()
+    assert [a for a, b in zip(before, after, strict=True) if a != b] == ["source: customer_table"]
+    assert switch_source(switched, "transactions") is switched
+
+    text = (home / "params.yaml").read_text()
+    (home / "params.yaml").write_text(text.replace("source: transactions\n", ""))
+    with pytest.raises(ValueError, match="no top-level `source:` line"):
+        switch_source(load_settings(home=home, env={}), "transactions")

@@ -21,7 +21,8 @@ future_date           an invoice date after now [error: the export or its clock 
 unparseable_number    a quantity or price that is empty or not a number
 negative_price        a price below 0 (Online Retail's "Adjust bad debt" lines)
 quantity_sign         a sale with a quantity of 0 or less (stock adjustments), or a cancellation with more
-duplicate_line        a line repeating an earlier line field for field (the first one is kept)
+duplicate_line        a line repeating an earlier line field for field, numbers and dates as parsed (the
+                      first one is kept)
 cancellation          a cancelled invoice (``C...``): its lines are returns (negative quantities); kept by
                       default, they count towards the return rate and never as purchases
 missing_customer_id   a line without a customer id (a guest purchase): no customer to learn about
@@ -180,7 +181,7 @@ def _quote(name: str) -> str:
 def _date_expr(column: str, kind: str, date_format: str | None) -> str:
     if kind.startswith(("TIMESTAMP", "DATE")):
         return f"CAST({column} AS TIMESTAMP)"
-    text = f"NULLIF(TRIM(CAST({column} AS VARCHAR)), '')"
+    text = f"NULLIF(CAST({column} AS VARCHAR), '')"
     if date_format:
         fmt = date_format.replace("'", "''")
         return f"TRY_STRPTIME({text}, '{fmt}')"
@@ -188,28 +189,62 @@ def _date_expr(column: str, kind: str, date_format: str | None) -> str:
 
 
 # -- checking ------------------------------------------------------------------------------------------
-# rule -> (flag over the checked table, role of the column it is about, what its examples show, message)
-_RULES: dict[str, tuple[str, str, str, str]] = {
-    "missing_value": ("invoice IS NULL OR stock_code IS NULL", "invoice",
-                      "coalesce(invoice, '(empty)') || ' / ' || coalesce(stock_code, '(empty)')",
+# rule -> (flag over the checked table, role of the column it is about, roles its examples show, message)
+_RULES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "missing_value": ("invoice IS NULL OR stock_code IS NULL", "invoice", ("invoice", "stock_code"),
                       "lines without an invoice or stock code"),
-    "unparseable_date": ("ts IS NULL", "invoice_date", "date_raw",
+    "unparseable_date": ("ts IS NULL", "invoice_date", ("invoice_date",),
                          "invoice dates that are empty or do not parse"),
-    "future_date": ("ts > $now", "invoice_date", "date_raw", "invoice dates after now"),
-    "unparseable_number": ("quantity IS NULL OR price IS NULL", "quantity",
-                           "coalesce(quantity_raw, '(empty)') || ' x ' || coalesce(price_raw, '(empty)')",
-                           "quantities or prices that are empty or not numbers (shown: quantity x price)"),
-    "negative_price": ("price < 0", "price", "price_raw", "prices below 0"),
+    "future_date": ("ts > $now", "invoice_date", ("invoice_date",), "invoice dates after now"),
+    "unparseable_number": ("quantity IS NULL OR price IS NULL", "quantity", ("quantity", "price"),
+                           "quantities or prices that are empty or not numbers (shown: quantity, price)"),
+    "negative_price": ("price < 0", "price", ("price",), "prices below 0"),
     "quantity_sign": ("(NOT is_return AND quantity <= 0) OR (is_return AND quantity > 0)", "quantity",
-                      "invoice || ': ' || quantity_raw",
+                      ("invoice", "quantity"),
                       "sales with a quantity of 0 or less, or cancellations with a positive one"),
-    "duplicate_line": ("dup > 1", "invoice", "invoice || ' ' || coalesce(stock_code, '')",
-                       "lines repeating an earlier line field for field"),
-    "cancellation": ("is_return", "invoice", "invoice", "lines of cancelled invoices (C...): returns"),
-    "missing_customer_id": ("customer_id IS NULL", "customer_id", "customer_id",
+    "duplicate_line": ("dup", "invoice", ("invoice", "stock_code"),
+                       "lines repeating an earlier line field for field (numbers and dates as parsed)"),
+    "cancellation": ("is_return", "invoice", ("invoice",), "lines of cancelled invoices (C...): returns"),
+    "missing_customer_id": ("customer_id IS NULL", "customer_id", ("customer_id",),
                             "lines without a customer id"),
 }
 _ALWAYS_ERROR = {"missing_value", "future_date"}
+_NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
+
+
+def _typed_columns(names: dict[str, str], header: dict[str, str], date_format: str | None) -> str:
+    """The SELECT list turning the raw columns into typed ones, with no more work than each type needs:
+    Parquet numbers and timestamps are taken as they are, CSV text is cast once."""
+
+    def text(role: str) -> str:
+        return f"NULLIF(CAST({_quote(names[role])} AS VARCHAR), '')"
+
+    def number(role: str) -> str:
+        column = _quote(names[role])
+        if header[names[role]].startswith(_NUMERIC_TYPES):
+            return f"CAST({column} AS DOUBLE)"
+        return f"TRY_CAST({text(role)} AS DOUBLE)"
+
+    customer = names["customer_id"]
+    if header[customer].startswith(_NUMERIC_TYPES):  # ids exported as numbers (12346.0)
+        customer_id = f"CAST(CAST({_quote(customer)} AS BIGINT) AS VARCHAR)"
+    else:
+        value = text("customer_id")
+        customer_id = (f"CASE WHEN suffix({value}, '.0') THEN left({value}, length({value}) - 2) "
+                       f"ELSE {value} END")
+    date = _date_expr(_quote(names["invoice_date"]), header[names["invoice_date"]], date_format)
+    return (f"rowid AS row_no, {text('invoice')} AS invoice, {text('stock_code')} AS stock_code, "
+            f"{text('description')} AS description, {number('quantity')} AS quantity, "
+            f"{number('price')} AS price, {date} AS ts, {customer_id} AS customer_id, "
+            f"{text('country')} AS country")
+
+
+def _shown(names: dict[str, str], roles: tuple[str, ...]) -> str:
+    """What an example shows: the raw text of the roles' columns (several: joined, empty ones named)."""
+    if len(roles) == 1:
+        return f"CAST({_quote(names[roles[0]])} AS VARCHAR)"
+    parts = ", ".join(f"coalesce(NULLIF(CAST({_quote(names[r])} AS VARCHAR), ''), '(empty)')" for r in roles)
+    return f"concat_ws(' / ', {parts})"
 
 
 def check_transactions(con, path: Path | str, cfg: TransactionSettings, *,
@@ -240,36 +275,25 @@ def check_transactions(con, path: Path | str, cfg: TransactionSettings, *,
 
     import duckdb
 
-    text = {role: f"NULLIF(TRIM(CAST({_quote(names[role])} AS VARCHAR)), '')" for role in TEXT_ROLES}
-    raw_quantity = f"NULLIF(TRIM(CAST({_quote(names['quantity'])} AS VARCHAR)), '')"
-    raw_price = f"NULLIF(TRIM(CAST({_quote(names['price'])} AS VARCHAR)), '')"
-    raw_date = f"CAST({_quote(names['invoice_date'])} AS VARCHAR)"
-    date = _date_expr(_quote(names["invoice_date"]), header[names["invoice_date"]], cfg.date_format)
     try:
         con.execute(f"CREATE OR REPLACE TABLE raw_lines AS SELECT * FROM {_scan(path)}")
-        con.execute(f"""
-            CREATE OR REPLACE TABLE checked AS
-            SELECT *, row_number() OVER (
-                       PARTITION BY invoice, stock_code, description, quantity_raw, date_raw, price_raw,
-                                    customer_id, country
-                       ORDER BY row_no) AS dup
-            FROM (
-                SELECT rowid AS row_no,
-                       {text['invoice']} AS invoice,
-                       {text['stock_code']} AS stock_code,
-                       {text['description']} AS description,
-                       {raw_quantity} AS quantity_raw,
-                       TRY_CAST({raw_quantity} AS DOUBLE) AS quantity,
-                       {raw_price} AS price_raw,
-                       TRY_CAST({raw_price} AS DOUBLE) AS price,
-                       {raw_date} AS date_raw,
-                       {date} AS ts,
-                       regexp_replace({text['customer_id']}, '\\.0+$', '') AS customer_id,
-                       {text['country']} AS country,
-                       coalesce(upper({text['invoice']}) LIKE 'C%', false) AS is_return
-                FROM raw_lines)
-        """)
-        con.execute("DROP TABLE raw_lines")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE typed AS "
+                    f"SELECT {_typed_columns(names, header, cfg.date_format)} FROM raw_lines")
+        # copies of an earlier line, numbered within (invoice, a hash of the other fields) on a narrow
+        # projection: sorting every column of millions of lines by all of them costs three times as much
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE checked AS
+            WITH copies AS (
+                SELECT row_no FROM (
+                    SELECT row_no, row_number() OVER (
+                        PARTITION BY invoice,
+                                     hash(stock_code, description, quantity, price, ts, customer_id, country)
+                        ORDER BY row_no) AS k
+                    FROM typed)
+                WHERE k > 1)
+            SELECT t.*, coalesce(t.invoice ILIKE 'C%', false) AS is_return, c.row_no IS NOT NULL AS dup
+            FROM typed t LEFT JOIN copies c USING (row_no)""")
+        con.execute("DROP TABLE typed")
         counts = _counts(con, now)
     except duckdb.Error as exc:
         raise TransactionInputError(f"{path}: cannot be read: {_first_line(exc)}") from exc
@@ -292,7 +316,8 @@ def check_transactions(con, path: Path | str, cfg: TransactionSettings, *,
         if rule == "future_date":
             message = f"{message} ({now:%Y-%m-%d %H:%M} UTC): the export or its clock is wrong"
         shown = con.execute(
-            f"SELECT row_no, {shows} FROM checked WHERE {flag} ORDER BY row_no LIMIT {rules.max_examples}",
+            f"SELECT rowid, {_shown(names, shows)} FROM raw_lines WHERE rowid IN (SELECT row_no FROM checked "
+            f"WHERE {flag} ORDER BY row_no LIMIT {rules.max_examples}) ORDER BY rowid",
             {"now": now} if "$now" in flag else None).fetchall()
         examples = tuple(example(int(r[0]) + line_offset, None if r[1] is None else str(r[1])) for r in shown)
         issues.append(Issue(names[role], rule, severity, rows,
@@ -322,6 +347,7 @@ def check_transactions(con, path: Path | str, cfg: TransactionSettings, *,
         issues.append(Issue(None, "too_few_rows", "error", kept,
                             f"{kept} clean lines, fewer than min_rows {rules.min_rows}"))
     con.execute("DROP TABLE checked")
+    con.execute("DROP TABLE raw_lines")
     report = TransactionReport(str(path), n, kept, issues, stats, rules.model_dump(),
                                time.perf_counter() - started, names)
     if not report.ok:

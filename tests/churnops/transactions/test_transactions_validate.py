@@ -177,3 +177,18 @@ def test_cli_reports_and_exits_1_on_errors(write_raw, tmp_path: Path) -> None:
     assert line.split()[:3] == ["error", "Quantity", "missing_column"]
     assert json.loads((tmp_path / "reports" / REPORT_JSON).read_text())["ok"] is False
     assert (tmp_path / "clean.parquet").read_bytes() == before  # the previous clean lines stay
+
+
+def test_customer_ids_exported_as_numbers_read_as_the_same_text(write_raw, cfg: TransactionSettings) -> None:
+    """Online Retail's export writes ids as 12346.0 (a float column with blanks): as text, or as Parquet
+    doubles, they read as '12346', as the CSV's own ids do."""
+    as_text = write_raw(lambda f: f.assign(**{"Customer ID": f["Customer ID"] + ".0"}), name="text.csv")
+    as_float = write_raw(lambda f: f.assign(**{"Customer ID": f["Customer ID"].astype(float)}),
+                         name="float.parquet")
+    plain = write_raw(name="plain.csv")
+    ids = []
+    for path in (plain, as_text, as_float):
+        con = connect()
+        assert check_transactions(con, path, cfg, now=NOW).ok
+        ids.append(sorted(r[0] for r in con.execute("SELECT DISTINCT customer_id FROM tx").fetchall()))
+    assert ids[0] == ids[1] == ids[2] and ids[0][0].isdigit()
