@@ -109,7 +109,9 @@ def _one(args: argparse.Namespace) -> None:
         doc = measure_duckdb(raw, work, args.threads)
     else:
         doc = measure_pandas(raw)
-    doc["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    doc["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)  # all threads; the process's whole life
+    doc["max_rss_mb"] = round(usage.ru_maxrss / 1024)
     print(json.dumps(doc))
 
 

@@ -45,7 +45,8 @@ def test_train_versions_the_transactions_and_registers_the_sources_own_champion(
     assert str(champion["version"]) == "1" and champion["data_version"] == report["data_version"]
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    uri = settings.mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not a registry URI another test set
     assert [m.name for m in client.search_registered_models()] == ["churn-classifier-transactions"]
 
     # the raw lines' own report, and the customer table's
